@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+import { PRODUCT_VERSION } from "../shared/version";
+import { helpText } from "./help";
+/** The `greyfleet` command: dispatches to its subcommands. */
+import { runService } from "./run-service";
+
+const UNAVAILABLE: Readonly<Record<string, string>> = {
+  policy: "the Postfix policy shim is not part of this version yet",
+  milter: "the milter shim is not part of this version yet",
+  admin: "the admin command is not part of this version yet",
+};
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+    case "all":
+      return runService(command, rest);
+    case "version":
+    case "--version":
+      process.stdout.write(`greyfleet ${PRODUCT_VERSION}\n`);
+      return 0;
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(helpText(rest[0]));
+      return 0;
+    default: {
+      const why = UNAVAILABLE[command];
+      process.stderr.write(
+        why ? `greyfleet ${command}: ${why}\n` : `greyfleet: unknown command "${command}"; try "greyfleet help"\n`,
+      );
+      return 2;
+    }
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // Servers keep the process alive; one-shot commands exit with their code.
+    if (code !== -1) process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`greyfleet: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

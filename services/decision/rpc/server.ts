@@ -1,0 +1,63 @@
+/**
+ * The decision service's gRPC server: GreylistService, grpc.health.v1 (NOT_SERVING while the
+ * store is unreachable) and server reflection.
+ */
+
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import { GreylistServiceService } from "../../contract/gen/greyfleet/v1/greylist";
+import type { Decider } from "../../shared/decider";
+import type { Logger } from "../../shared/logging";
+import { projectFile } from "../../shared/paths";
+import { greylistService } from "./greylist-service";
+
+/** The service name clients and health checks use. */
+export const GREYLIST_SERVICE_NAME = "greyfleet.v1.GreylistService";
+
+/** A CheckRequest is a few hundred bytes: anything over this is refused before decoding. */
+const MAX_MESSAGE_BYTES = 16 * 1024;
+
+/** A running gRPC server and its health reporting. */
+export interface DecisionServer {
+  readonly server: Server;
+  /** The bound "host:port" (the real port when asked for port 0). */
+  readonly address: string;
+  /** Sets the health of the whole server and of GreylistService. */
+  setServing(serving: boolean): void;
+}
+
+/** Creates, binds and starts the gRPC server on `listen` (HOST:PORT). */
+export async function startDecisionServer(listen: string, engine: Decider, log: Logger): Promise<DecisionServer> {
+  const server = new Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+  });
+  server.addService(GreylistServiceService, greylistService(engine, log));
+
+  const health = new HealthImplementation({ "": "NOT_SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
+  health.addToServer(server);
+
+  const definition = loadSync(projectFile("proto/greyfleet/v1/greylist.proto"), {
+    includeDirs: [projectFile("proto")],
+  });
+  new ReflectionService(definition).addToServer(server);
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(listen, ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(new Error(`--listen ${listen}: ${error.message}`)) : resolve(bound),
+    );
+  });
+  const host = listen.slice(0, listen.lastIndexOf(":"));
+  return {
+    server,
+    address: `${host}:${port}`,
+    setServing(serving: boolean): void {
+      const state: ServingStatus = serving ? "SERVING" : "NOT_SERVING";
+      health.setStatus("", state);
+      health.setStatus(GREYLIST_SERVICE_NAME, state);
+    },
+  };
+}

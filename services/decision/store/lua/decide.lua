@@ -1,0 +1,88 @@
+-- decide.lua: one greylisting decision, atomically, in one round trip.
+-- The same rules as services/decision/domain/verdict.ts; test/conformance holds both to them.
+--
+-- KEYS[1]  triplet hash   fields f = first seen ms, p = passed ms (absent while pending), l = last seen ms
+-- KEYS[2]  client hash    fields n = counted deliveries, c = last counted ms, l = last seen ms
+--          (both keys carry the client network's hash tag: one Redis Cluster slot)
+-- ARGV[1]  delay ms
+-- ARGV[2]  retry window ms
+-- ARGV[3]  max age ms
+-- ARGV[4]  auto-whitelist passes (0 = off)
+-- ARGV[5]  auto-whitelist count interval ms
+-- ARGV[6]  single use: "1" when the pass is consumed by one message (null sender), else "0"
+-- ARGV[7]  clock offset ms added to Redis TIME ("0" in production; tests move time with it)
+--
+-- Returns { code, ms, now_ms }:
+--   code 1 new triplet (deferred), ms = retry after
+--   code 2 too early (deferred),   ms = retry after
+--   code 3 passed after retry,     ms = how long it was delayed
+--   code 4 known triplet
+--   code 5 client auto-whitelisted
+-- now_ms is the clock reading the decision was made at (Redis TIME + offset).
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[7])
+local delay = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local max_age = tonumber(ARGV[3])
+local awl_passes = tonumber(ARGV[4])
+local awl_interval = tonumber(ARGV[5])
+
+-- Counts an accepted delivery for the client network, at most once per interval.
+local function count_delivery()
+  local counted = redis.call('HMGET', KEYS[2], 'n', 'c')
+  local n = tonumber(counted[1]) or 0
+  local c = tonumber(counted[2])
+  if c == nil or now - c >= awl_interval then
+    redis.call('HSET', KEYS[2], 'n', n + 1, 'c', now, 'l', now)
+  else
+    redis.call('HSET', KEYS[2], 'l', now)
+  end
+  redis.call('PEXPIRE', KEYS[2], max_age)
+end
+
+if awl_passes > 0 then
+  local n = tonumber(redis.call('HGET', KEYS[2], 'n'))
+  if n ~= nil and n >= awl_passes then
+    redis.call('HSET', KEYS[2], 'l', now)
+    redis.call('PEXPIRE', KEYS[2], max_age)
+    return { 5, 0, now }
+  end
+end
+
+local record = redis.call('HMGET', KEYS[1], 'f', 'p')
+local first = tonumber(record[1])
+local passed = tonumber(record[2])
+
+if first ~= nil and passed ~= nil then
+  redis.call('HSET', KEYS[1], 'l', now)
+  redis.call('PEXPIRE', KEYS[1], max_age)
+  count_delivery()
+  return { 4, 0, now }
+end
+
+local age = -1
+if first ~= nil then age = now - first end
+
+if first == nil or age > window or age < 0 then
+  -- Unknown, retried after the window, or first seen "in the future" after a clock step.
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'f', now, 'l', now)
+  redis.call('PEXPIRE', KEYS[1], window)
+  return { 1, delay, now }
+end
+
+if age < delay then
+  -- Too early: first seen is kept, so hammering does not extend the delay.
+  redis.call('HSET', KEYS[1], 'l', now)
+  return { 2, delay - age, now }
+end
+
+if ARGV[6] == '1' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'p', now, 'l', now)
+  redis.call('PEXPIRE', KEYS[1], max_age)
+end
+count_delivery()
+return { 3, age, now }

@@ -1,0 +1,97 @@
+/** Validation of a CheckRequest from any peer: bounded lengths, no control characters, a real IP. */
+import { type CheckRequest, ProtocolState } from "../contract/gen/greyfleet/v1/greylist";
+import { type IpAddress, parseIp } from "./domain/ip";
+
+/** A request that passed validation, with its client address parsed. */
+export interface ValidCheck {
+  readonly request: CheckRequest;
+  readonly client: IpAddress;
+  /** "data" only for PROTOCOL_STATE_DATA; unspecified means RCPT. */
+  readonly stage: "rcpt" | "data";
+}
+
+/** The first problem found: the field, and a message safe to return to the peer. */
+export interface InvalidField {
+  readonly field: string;
+  readonly message: string;
+}
+
+/** Longest accepted value of each string field, in UTF-8 bytes. */
+export const FIELD_LIMITS_BYTES = {
+  client_address: 64,
+  client_name: 255,
+  helo_name: 255,
+  sender: 320,
+  recipient: 320,
+  sasl_username: 255,
+  queue_id: 64,
+  instance: 64,
+  mta_id: 64,
+} as const satisfies Partial<Record<keyof CheckRequest | string, number>>;
+
+type LimitedField = keyof typeof FIELD_LIMITS_BYTES;
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+function fieldValue(request: CheckRequest, field: LimitedField): string {
+  switch (field) {
+    case "client_address":
+      return request.clientAddress;
+    case "client_name":
+      return request.clientName;
+    case "helo_name":
+      return request.heloName;
+    case "sender":
+      return request.sender;
+    case "recipient":
+      return request.recipient;
+    case "sasl_username":
+      return request.saslUsername;
+    case "queue_id":
+      return request.queueId;
+    case "instance":
+      return request.instance;
+    case "mta_id":
+      return request.mtaId;
+  }
+}
+
+/** Checks every field; returns the valid request or the first invalid field. */
+export function validateCheck(request: CheckRequest): ValidCheck | InvalidField {
+  for (const [field, limit] of Object.entries(FIELD_LIMITS_BYTES) as [LimitedField, number][]) {
+    const value = fieldValue(request, field);
+    // Byte length is at most 3x the UTF-16 length: only measure when it could exceed.
+    if (value.length * 3 > limit && Buffer.byteLength(value, "utf8") > limit) {
+      return { field, message: `${field} is longer than ${limit} bytes` };
+    }
+    if (CONTROL.test(value)) return { field, message: `${field} contains a control character` };
+  }
+  if (request.clientAddress === "") return { field: "client_address", message: "client_address is required" };
+  const client = parseIp(request.clientAddress);
+  if (!client) {
+    return {
+      field: "client_address",
+      message: `client_address ${JSON.stringify(request.clientAddress)} is not an IPv4 or IPv6 address`,
+    };
+  }
+  const state = request.protocolState;
+  const stage =
+    state === ProtocolState.PROTOCOL_STATE_DATA
+      ? "data"
+      : state === ProtocolState.PROTOCOL_STATE_RCPT || state === ProtocolState.PROTOCOL_STATE_UNSPECIFIED
+        ? "rcpt"
+        : undefined;
+  if (stage === undefined) {
+    return { field: "protocol_state", message: `protocol_state ${String(state)} is not RCPT or DATA` };
+  }
+  if (stage === "rcpt" && request.recipient === "") {
+    return { field: "recipient", message: "recipient is required at RCPT" };
+  }
+  return { request, client, stage };
+}
+
+/** True when validateCheck found a problem. */
+export function isInvalid(result: ValidCheck | InvalidField): result is InvalidField {
+  return "field" in result;
+}

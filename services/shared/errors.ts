@@ -1,0 +1,33 @@
+/**
+ * The one error type that crosses a boundary. Its code says what the peer is told; the message
+ * is safe to show the peer; the original failure, if any, stays in `cause` for the log.
+ */
+
+/** Wire meaning of a failure, mapped to a gRPC status or a shim reply at each boundary. */
+export type ErrorCode = "invalid_argument" | "unavailable" | "deadline_exceeded" | "internal";
+
+/** A failure with a peer-facing code and message. */
+export class GreyfleetError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "GreyfleetError";
+    this.code = code;
+  }
+
+  /** Wraps anything thrown into a GreyfleetError; an unknown throw becomes "internal". */
+  static from(error: unknown): GreyfleetError {
+    if (error instanceof GreyfleetError) return error;
+    return new GreyfleetError("internal", "internal error", { cause: error });
+  }
+}
+
+/** The message of anything thrown, for logs. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = error.cause === undefined ? "" : ` (cause: ${describeError(error.cause)})`;
+    return `${error.message}${cause}`;
+  }
+  return String(error);
+}

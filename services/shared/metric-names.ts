@@ -1,0 +1,26 @@
+/**
+ * Every metric name greyfleet exports. The Grafana dashboard and the Prometheus alert rules in
+ * deploy/ use exactly these names; labels are of bounded cardinality (never an address).
+ */
+
+/** Decisions made by the engine; labels: action, reason. */
+export const DECISIONS_TOTAL = "greyfleet_decisions_total";
+/** Engine decision latency in seconds, store call included; sub-millisecond buckets. */
+export const DECISION_DURATION_SECONDS = "greyfleet_decision_duration_seconds";
+/** Store operation latency in seconds; labels: store, operation. */
+export const STORE_OPERATION_DURATION_SECONDS = "greyfleet_store_operation_duration_seconds";
+/** Store operations that failed or timed out; labels: store, operation, kind (error|timeout). */
+export const STORE_ERRORS_TOTAL = "greyfleet_store_errors_total";
+/** 1 while the last store health probe succeeded, else 0; label: store. */
+export const STORE_UP = "greyfleet_store_up";
+/** Decisions made by the failure mode instead of the store; label: mode (open|tempfail). */
+export const FAILURE_MODE_ACTIVATIONS_TOTAL = "greyfleet_failure_mode_activations_total";
+/** Check calls refused as invalid, by field. */
+export const INVALID_REQUESTS_TOTAL = "greyfleet_invalid_requests_total";
+/** Always 1; labels: version, command. */
+export const BUILD_INFO = "greyfleet_build_info";
+
+/** Histogram buckets in seconds for decision and store latency (50 us .. 1 s). */
+export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+];

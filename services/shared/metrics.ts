@@ -1,0 +1,105 @@
+/** Prometheus metrics: one registry per process and its /metrics HTTP endpoint. */
+import { createServer, type Server } from "node:http";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { describeError } from "./errors";
+import { listenHttp } from "./listen";
+import type { Logger } from "./logging";
+import * as names from "./metric-names";
+import { PRODUCT_VERSION } from "./version";
+
+/** The decision service's metrics. */
+export interface DecisionMetrics {
+  readonly decisions: Counter<"action" | "reason">;
+  readonly decisionDuration: Histogram;
+  readonly storeDuration: Histogram<"store" | "operation">;
+  readonly storeErrors: Counter<"store" | "operation" | "kind">;
+  readonly storeUp: Gauge<"store">;
+  readonly failureModeActivations: Counter<"mode">;
+  readonly invalidRequests: Counter<"field">;
+}
+
+/** A registry with build info and the default Node.js process metrics. */
+export function createRegistry(command: string): Registry {
+  const registry = new Registry();
+  new Gauge({
+    name: names.BUILD_INFO,
+    help: "greyfleet build information; always 1.",
+    labelNames: ["version", "command"],
+    registers: [registry],
+  }).set({ version: PRODUCT_VERSION, command }, 1);
+  return registry;
+}
+
+/** Registers the decision service's metrics in `registry`. */
+export function createDecisionMetrics(registry: Registry): DecisionMetrics {
+  const registers = [registry];
+  return {
+    decisions: new Counter({
+      name: names.DECISIONS_TOTAL,
+      help: "Greylisting decisions by action and reason.",
+      labelNames: ["action", "reason"],
+      registers,
+    }),
+    decisionDuration: new Histogram({
+      name: names.DECISION_DURATION_SECONDS,
+      help: "Time to decide one Check, store call included, in seconds.",
+      buckets: [...names.LATENCY_BUCKETS_SECONDS],
+      registers,
+    }),
+    storeDuration: new Histogram({
+      name: names.STORE_OPERATION_DURATION_SECONDS,
+      help: "Store operation latency in seconds.",
+      labelNames: ["store", "operation"],
+      buckets: [...names.LATENCY_BUCKETS_SECONDS],
+      registers,
+    }),
+    storeErrors: new Counter({
+      name: names.STORE_ERRORS_TOTAL,
+      help: "Store operations that failed (kind=error) or exceeded the store timeout (kind=timeout).",
+      labelNames: ["store", "operation", "kind"],
+      registers,
+    }),
+    storeUp: new Gauge({
+      name: names.STORE_UP,
+      help: "1 while the store answers health probes, else 0.",
+      labelNames: ["store"],
+      registers,
+    }),
+    failureModeActivations: new Counter({
+      name: names.FAILURE_MODE_ACTIVATIONS_TOTAL,
+      help: "Decisions made by the failure mode because the store was unavailable.",
+      labelNames: ["mode"],
+      registers,
+    }),
+    invalidRequests: new Counter({
+      name: names.INVALID_REQUESTS_TOTAL,
+      help: "Check calls refused with INVALID_ARGUMENT, by offending field.",
+      labelNames: ["field"],
+      registers,
+    }),
+  };
+}
+
+/** Serves GET /metrics (Prometheus text format) and GET /healthz on `hostPort`. */
+export async function serveMetrics(registry: Registry, hostPort: string, log: Logger): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method === "GET" && request.url === "/metrics") {
+      registry.metrics().then(
+        (body) => {
+          response.writeHead(200, { "content-type": registry.contentType });
+          response.end(body);
+        },
+        (error: unknown) => {
+          log.error("metrics collection failed", { error: describeError(error) });
+          response.writeHead(500).end();
+        },
+      );
+    } else if (request.method === "GET" && request.url === "/healthz") {
+      response.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    } else {
+      response.writeHead(404, { "content-type": "text/plain" }).end("not found: try /metrics\n");
+    }
+  });
+  await listenHttp(server, hostPort);
+  return server;
+}

@@ -1,0 +1,249 @@
+/**
+ * The one annotated defaults table. Every setting of every greyfleet process is here, with its
+ * unit in its name, its flag, its default and what it means. Flags are `--<flag>`, environment
+ * variables `GREYFLEET_<FLAG_IN_UPPER_SNAKE>`, YAML keys `<flag>`; precedence flag > env > YAML.
+ */
+import { parseDurationMs } from "./durations";
+
+/** The greyfleet commands that read settings. */
+export type Command = "serve" | "policy" | "milter" | "all";
+
+/** A parsed value or the reason it is invalid. */
+type Parsed<T> = T | { error: string };
+
+/** How one setting is read: its flag, default, the commands it applies to, and its parser. */
+export interface Setting<T> {
+  readonly flag: string;
+  /** The default as text (parsed like user input), or per-command defaults. */
+  readonly default: string | Readonly<Partial<Record<Command, string>>>;
+  readonly commands: readonly Command[];
+  readonly doc: string;
+  readonly parse: (text: string) => Parsed<T>;
+}
+
+const SERVICE: readonly Command[] = ["serve", "all"];
+const EVERY: readonly Command[] = ["serve", "policy", "milter", "all"];
+
+function setting<T>(spec: Setting<T>): Setting<T> {
+  return spec;
+}
+
+function seconds(min: number, max: number): (text: string) => Parsed<number> {
+  return (text) => {
+    const ms = parseDurationMs(text, "s");
+    if (typeof ms !== "number") return ms;
+    if (ms % 1000 !== 0) return { error: `"${text}" is not a whole number of seconds` };
+    return inRange(ms / 1000, min, max, "s");
+  };
+}
+
+function millis(min: number, max: number): (text: string) => Parsed<number> {
+  return (text) => {
+    const ms = parseDurationMs(text, "ms");
+    return typeof ms === "number" ? inRange(ms, min, max, "ms") : ms;
+  };
+}
+
+function integer(min: number, max: number): (text: string) => Parsed<number> {
+  return (text) => {
+    if (!/^\d{1,9}$/.test(text.trim())) return { error: `"${text}" is not a whole number` };
+    return inRange(Number(text), min, max, "");
+  };
+}
+
+function inRange(value: number, min: number, max: number, unit: string): Parsed<number> {
+  if (value < min || value > max) return { error: `${value}${unit} is outside ${min}${unit}..${max}${unit}` };
+  return value;
+}
+
+function oneOf<T extends string>(...choices: T[]): (text: string) => Parsed<T> {
+  return (text) =>
+    (choices as string[]).includes(text) ? (text as T) : { error: `"${text}" is not one of ${choices.join(", ")}` };
+}
+
+function text(pattern: RegExp, what: string): (text: string) => Parsed<string> {
+  return (value) => (pattern.test(value) ? value : { error: `"${value}" is not ${what}` });
+}
+
+/** HOST:PORT with an IPv4 address, [IPv6] or a name; PORT may be 0 (any free port). */
+export const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const hostPort = text(HOST_PORT, "HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)");
+const optionalHostPort = (value: string): Parsed<string> => (value === "" ? "" : hostPort(value));
+
+/** Every setting, keyed by its name in the parsed configuration. */
+export const SETTINGS = {
+  logLevel: setting({
+    flag: "log-level",
+    default: "info",
+    commands: EVERY,
+    doc: "Least severe log level written to stderr: debug (every decision), info, warn, error.",
+    parse: oneOf("debug", "info", "warn", "error"),
+  }),
+  logFormat: setting({
+    flag: "log-format",
+    default: "text",
+    commands: EVERY,
+    doc: "Log line format: text (key=value, one line per event) or json.",
+    parse: oneOf("text", "json"),
+  }),
+  metricsListen: setting({
+    flag: "metrics-listen",
+    default: { serve: "127.0.0.1:9750", all: "127.0.0.1:9750", policy: "127.0.0.1:9751", milter: "127.0.0.1:9752" },
+    commands: EVERY,
+    doc: 'HOST:PORT of the Prometheus /metrics endpoint; "" turns it off.',
+    parse: optionalHostPort,
+  }),
+  grpcListen: setting({
+    flag: "listen",
+    default: "127.0.0.1:50051",
+    commands: SERVICE,
+    doc: "HOST:PORT of the decision service's gRPC listener (GreylistService, health, reflection).",
+    parse: hostPort,
+  }),
+  store: setting({
+    flag: "store",
+    default: "sqlite:",
+    commands: SERVICE,
+    doc:
+      "Where greylist state lives: sqlite:PATH (embedded, one host; empty PATH = <data-dir>/greyfleet.sqlite), " +
+      "redis://[user:pass@]host:port[/db] (the fleet store) or memory: (tests only, lost on exit).",
+    parse: text(/^(sqlite:|redis:\/\/|memory:)/, "a store URL (sqlite:PATH, redis://host:port or memory:)"),
+  }),
+  dataDir: setting({
+    flag: "data-dir",
+    default: "data",
+    commands: SERVICE,
+    doc: "Directory for the embedded store when --store is sqlite: without a path; created if missing.",
+    parse: text(/^.+$/, "a directory"),
+  }),
+  greylistDelaySeconds: setting({
+    flag: "delay",
+    default: "300",
+    commands: SERVICE,
+    doc: "Seconds a new triplet is deferred; a retry after this passes. 300 s, as postgrey.",
+    parse: seconds(1, 86_400),
+  }),
+  retryWindowSeconds: setting({
+    flag: "retry-window",
+    default: "48h",
+    commands: SERVICE,
+    doc: "Seconds after first seen within which a retry passes; later, the triplet starts over.",
+    parse: seconds(1, 30 * 86_400),
+  }),
+  maxAgeSeconds: setting({
+    flag: "max-age",
+    default: "35d",
+    commands: SERVICE,
+    doc: "Seconds a passed triplet (and an auto-whitelisted client) is remembered after last use.",
+    parse: seconds(60, 3_650 * 86_400),
+  }),
+  autoWhitelistPasses: setting({
+    flag: "awl-passes",
+    default: "5",
+    commands: SERVICE,
+    doc: "Deliveries from a client network after which it is accepted outright; 0 turns the client auto-whitelist off.",
+    parse: integer(0, 1_000_000),
+  }),
+  autoWhitelistCountIntervalSeconds: setting({
+    flag: "awl-count-interval",
+    default: "1h",
+    commands: SERVICE,
+    doc: "At most one delivery per client network is counted towards the auto-whitelist in this many seconds.",
+    parse: seconds(0, 30 * 86_400),
+  }),
+  ipv4PrefixLength: setting({
+    flag: "ipv4-prefix",
+    default: "24",
+    commands: SERVICE,
+    doc: "IPv4 clients are grouped into networks of this prefix length (bits): retries from a pool pass.",
+    parse: integer(8, 32),
+  }),
+  ipv6PrefixLength: setting({
+    flag: "ipv6-prefix",
+    default: "64",
+    commands: SERVICE,
+    doc: "IPv6 clients are grouped into networks of this prefix length (bits).",
+    parse: integer(16, 128),
+  }),
+  failureMode: setting({
+    flag: "failure-mode",
+    default: "open",
+    commands: SERVICE,
+    doc: "When the store is unavailable: open (accept, counted and logged) or tempfail (defer with 451 4.3.0).",
+    parse: oneOf("open", "tempfail"),
+  }),
+  storeTimeoutMs: setting({
+    flag: "store-timeout",
+    default: "250ms",
+    commands: SERVICE,
+    doc: "Milliseconds one store operation may take before the failure mode decides the call.",
+    parse: millis(1, 60_000),
+  }),
+  deferSmtpCode: setting({
+    flag: "defer-code",
+    default: "451",
+    commands: SERVICE,
+    doc: "SMTP code of a greylisting deferral (450 or 451).",
+    parse: (value) => {
+      const code = integer(421, 499)(value);
+      return typeof code === "number" && code !== 421 ? code : { error: `"${value}" is not a 4xx code other than 421` };
+    },
+  }),
+  deferEnhancedStatusCode: setting({
+    flag: "defer-enhanced-code",
+    default: "4.7.1",
+    commands: SERVICE,
+    doc: "RFC 3463 enhanced status code of a greylisting deferral (4.7.1; 4.2.0 suits old Exchange).",
+    parse: text(/^4\.\d{1,3}\.\d{1,3}$/, "an enhanced status code 4.x.y"),
+  }),
+  deferText: setting({
+    flag: "defer-text",
+    default: "Greylisted, please try again later",
+    commands: SERVICE,
+    doc: "Text of a greylisting deferral; printable ASCII, at most 200 characters.",
+    parse: text(/^[\x20-\x7e]{1,200}$/, "1-200 printable ASCII characters"),
+  }),
+  headerHostname: setting({
+    flag: "hostname",
+    default: "",
+    commands: SERVICE,
+    doc: 'Host name written in the X-Greylist header; "" = the machine\'s host name.',
+    parse: text(/^[A-Za-z0-9.-]{0,253}$/, "a host name"),
+  }),
+  redisKeyPrefix: setting({
+    flag: "redis-key-prefix",
+    default: "gf:",
+    commands: SERVICE,
+    doc: "Prefix of every Redis key (to share one Redis between deployments or tests).",
+    parse: text(/^[A-Za-z0-9:_.-]{0,32}$/, "at most 32 characters of A-Z a-z 0-9 : _ . -"),
+  }),
+  healthIntervalMs: setting({
+    flag: "health-interval",
+    default: "1s",
+    commands: SERVICE,
+    doc: "Milliseconds between store health probes; gRPC health is NOT_SERVING while the store is down.",
+    parse: millis(50, 60_000),
+  }),
+  failureLogIntervalSeconds: setting({
+    flag: "failure-log-interval",
+    default: "60s",
+    commands: SERVICE,
+    doc: "A failure-mode activation is logged at most once in this many seconds (all are counted).",
+    parse: seconds(1, 86_400),
+  }),
+  shutdownGraceMs: setting({
+    flag: "shutdown-grace",
+    default: "10s",
+    commands: EVERY,
+    doc: "On SIGTERM, milliseconds in-flight work may take to finish before the process exits anyway.",
+    parse: millis(0, 600_000),
+  }),
+} as const;
+
+/** The name of a setting. */
+export type SettingName = keyof typeof SETTINGS;
+
+/** The parsed configuration: every setting with its typed value. */
+export type Config = {
+  readonly [K in SettingName]: (typeof SETTINGS)[K] extends Setting<infer T> ? T : never;
+};

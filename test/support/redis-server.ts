@@ -1,0 +1,89 @@
+/**
+ * A real redis-server for one test file: started on a free loopback port with no persistence,
+ * stopped afterwards. Missing redis-server fails the test (npm test installs it).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import Redis from "ioredis";
+import { freePort } from "./ports";
+import { waitFor } from "./wait";
+
+/** A running redis-server the test owns. */
+export class RedisServer {
+  private child: ChildProcess | undefined;
+
+  private constructor(readonly port: number) {}
+
+  /** Starts redis-server on a free port and waits until it answers PING. */
+  static async start(): Promise<RedisServer> {
+    const server = new RedisServer(await freePort());
+    await server.restart();
+    return server;
+  }
+
+  /** redis://127.0.0.1:<port> */
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** (Re)starts the server on the same port. */
+  async restart(): Promise<void> {
+    const child = spawn(
+      "redis-server",
+      [
+        "--port",
+        String(this.port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    this.child = child;
+    const exited = new Promise<never>((_, reject) => {
+      child.once("error", (error) => reject(new Error(`redis-server could not start: ${error.message}`)));
+      child.once("exit", (code) => reject(new Error(`redis-server exited with ${code} on port ${this.port}`)));
+    });
+    exited.catch(() => {});
+    await Promise.race([
+      waitFor(`redis-server on port ${this.port}`, async () => {
+        const client = this.client();
+        try {
+          return (await client.ping()) === "PONG";
+        } finally {
+          client.disconnect();
+        }
+      }),
+      exited,
+    ]);
+  }
+
+  /** Stops the server (SIGKILL: as abrupt as a crash) and waits for it to exit. */
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null) return;
+    const gone = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGKILL");
+    await gone;
+  }
+
+  /** A plain client for inspecting keys; the caller disconnects it. */
+  client(): Redis {
+    return new Redis(this.port, "127.0.0.1", {
+      lazyConnect: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => null,
+    });
+  }
+}
+
+/** A key prefix no other test uses, so tests can share one server. */
+export function uniquePrefix(): string {
+  return `t${randomBytes(4).toString("hex")}:`;
+}
