@@ -1,6 +1,7 @@
 /** Wires the decision service together: store, engine, gRPC server, health monitor. */
 import { hostname } from "node:os";
 import type { Server } from "@grpc/grpc-js";
+import { describeError } from "../shared/errors";
 import type { Stoppable } from "../shared/lifecycle";
 import type { Logger } from "../shared/logging";
 import type { DecisionMetrics } from "../shared/metrics";
@@ -10,6 +11,9 @@ import { Engine } from "./engine";
 import { startHealthMonitor } from "./health-monitor";
 import { startDecisionServer } from "./rpc/server";
 import { openStore } from "./store/open";
+
+/** How long start-up waits for the store before serving by the failure mode. */
+const STARTUP_STORE_WAIT_MS = 3_000;
 
 /** A running decision service. */
 export interface DecisionService {
@@ -62,6 +66,14 @@ export async function startDecisionService(
   log: Logger,
 ): Promise<DecisionService> {
   const { engine, store } = createEngine(config, metrics, log);
+  try {
+    await store.waitUntilReady(STARTUP_STORE_WAIT_MS);
+  } catch (error) {
+    log.warn("store not reachable at start: answering by the failure mode until it is", {
+      failure_mode: config.failureMode,
+      error: describeError(error),
+    });
+  }
   let grpc: Awaited<ReturnType<typeof startDecisionServer>>;
   try {
     grpc = await startDecisionServer(config.grpcListen, engine, log.child("grpc"));

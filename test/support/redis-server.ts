@@ -75,11 +75,9 @@ export class RedisServer {
 
   /** A plain client for inspecting keys; the caller disconnects it. */
   client(): Redis {
-    return new Redis(this.port, "127.0.0.1", {
-      lazyConnect: false,
-      maxRetriesPerRequest: 1,
-      retryStrategy: () => null,
-    });
+    const client = new Redis(this.port, "127.0.0.1", { maxRetriesPerRequest: 1, retryStrategy: () => null });
+    client.on("error", () => {}); // connection errors surface as rejected commands
+    return client;
   }
 }
 

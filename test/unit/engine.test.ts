@@ -115,6 +115,7 @@ function failingStore(mode: "reject" | "hang"): GreylistStore {
   return {
     kind: "redis",
     decide: () => (mode === "reject" ? Promise.reject(new Error("connection refused")) : new Promise(() => {})),
+    waitUntilReady: () => Promise.reject(new Error("down")),
     ping: () => Promise.reject(new Error("down")),
     close: () => Promise.resolve(),
   };

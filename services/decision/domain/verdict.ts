@@ -57,6 +57,11 @@ export interface Transition {
   readonly clientTtlMs: number;
 }
 
+/** A passed triplet unused for longer than max-age is forgotten. */
+function stale(triplet: TripletRecord, nowMs: number, policy: GreylistPolicy): boolean {
+  return triplet.passedMs > 0 && nowMs - triplet.lastSeenMs > policy.maxAgeMs;
+}
+
 /** Counts an accepted delivery towards the client auto-whitelist, at most once per interval. */
 function countDelivery(client: ClientRecord | undefined, nowMs: number, policy: GreylistPolicy): ClientRecord {
   if (client && nowMs - client.lastCountedMs < policy.autoWhitelistCountIntervalMs) {
@@ -66,16 +71,18 @@ function countDelivery(client: ClientRecord | undefined, nowMs: number, policy: 
 }
 
 /**
- * Decides one attempt. `triplet` and `client` are the stored records, already known to be
- * unexpired; `singleUse` marks a null-sender triplet whose pass is consumed by one message.
+ * Decides one attempt from the stored records (or undefined when there are none); `singleUse` marks a null-sender triplet whose pass is consumed by one message.
  */
 export function verdict(
-  triplet: TripletRecord | undefined,
-  client: ClientRecord | undefined,
+  storedTriplet: TripletRecord | undefined,
+  storedClient: ClientRecord | undefined,
   nowMs: number,
   policy: GreylistPolicy,
   singleUse: boolean,
 ): Transition {
+  // Expiry is decided here from the records' own times; store TTLs only collect the garbage.
+  const triplet = storedTriplet && !stale(storedTriplet, nowMs, policy) ? storedTriplet : undefined;
+  const client = storedClient && nowMs - storedClient.lastSeenMs <= policy.maxAgeMs ? storedClient : undefined;
   const base = { tripletTtlMs: policy.maxAgeMs, clientTtlMs: policy.maxAgeMs };
   if (policy.autoWhitelistPasses > 0 && client && client.passes >= policy.autoWhitelistPasses) {
     const refreshed = { ...client, lastSeenMs: nowMs };

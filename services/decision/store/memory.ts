@@ -45,6 +45,10 @@ export class MemoryStore implements GreylistStore, RecordTransaction {
     this.clients.set(netId, { record, expiresMs });
   }
 
+  waitUntilReady(): Promise<void> {
+    return this.ping();
+  }
+
   ping(): Promise<void> {
     return this.closed ? Promise.reject(new Error("memory store is closed")) : Promise.resolve();
   }

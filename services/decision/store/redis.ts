@@ -101,6 +101,21 @@ export class RedisStore implements GreylistStore {
     return { outcome: toOutcome(reply), nowMs: reply[2] };
   }
 
+  waitUntilReady(timeoutMs: number): Promise<void> {
+    if (this.redis.status === "ready") return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.redis.off("ready", onReady);
+        reject(new Error(`Redis not reachable within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onReady = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.redis.once("ready", onReady);
+    });
+  }
+
   async ping(): Promise<void> {
     await this.redis.ping();
   }

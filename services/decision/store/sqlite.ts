@@ -140,6 +140,10 @@ export class SqliteStore implements GreylistStore {
     return deleted;
   }
 
+  waitUntilReady(): Promise<void> {
+    return this.ping();
+  }
+
   ping(): Promise<void> {
     try {
       this.db.prepare("SELECT 1").get();

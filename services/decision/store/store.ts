@@ -30,6 +30,8 @@ export interface GreylistStore {
   readonly kind: StoreKind;
   /** Reads, decides and writes one triplet atomically (one round trip for Redis). */
   decide(query: TripletQuery, policy: GreylistPolicy): Promise<StoreDecision>;
+  /** Resolves once the store is connected; rejects if that takes longer than `timeoutMs`. */
+  waitUntilReady(timeoutMs: number): Promise<void>;
   /** Resolves when the store answers; rejects when it is unreachable. */
   ping(): Promise<void>;
   /** Releases connections and files; later calls fail. */

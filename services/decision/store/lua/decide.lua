@@ -28,11 +28,20 @@ local max_age = tonumber(ARGV[3])
 local awl_passes = tonumber(ARGV[4])
 local awl_interval = tonumber(ARGV[5])
 
+-- Expiry is decided from the records' own times (TTLs only collect the garbage), exactly as in
+-- verdict.ts, so a store clock that is moved (tests) or a TTL that lags never changes a verdict.
+local client = redis.call('HMGET', KEYS[2], 'n', 'c', 'l')
+local client_n = tonumber(client[1])
+local client_c = tonumber(client[2])
+if client_n ~= nil and now - (tonumber(client[3]) or 0) > max_age then
+  client_n = nil
+  client_c = nil
+end
+
 -- Counts an accepted delivery for the client network, at most once per interval.
 local function count_delivery()
-  local counted = redis.call('HMGET', KEYS[2], 'n', 'c')
-  local n = tonumber(counted[1]) or 0
-  local c = tonumber(counted[2])
+  local n = client_n or 0
+  local c = client_c
   if c == nil or now - c >= awl_interval then
     redis.call('HSET', KEYS[2], 'n', n + 1, 'c', now, 'l', now)
   else
@@ -41,18 +50,19 @@ local function count_delivery()
   redis.call('PEXPIRE', KEYS[2], max_age)
 end
 
-if awl_passes > 0 then
-  local n = tonumber(redis.call('HGET', KEYS[2], 'n'))
-  if n ~= nil and n >= awl_passes then
-    redis.call('HSET', KEYS[2], 'l', now)
-    redis.call('PEXPIRE', KEYS[2], max_age)
-    return { 5, 0, now }
-  end
+if awl_passes > 0 and client_n ~= nil and client_n >= awl_passes then
+  redis.call('HSET', KEYS[2], 'l', now)
+  redis.call('PEXPIRE', KEYS[2], max_age)
+  return { 5, 0, now }
 end
 
-local record = redis.call('HMGET', KEYS[1], 'f', 'p')
+local record = redis.call('HMGET', KEYS[1], 'f', 'p', 'l')
 local first = tonumber(record[1])
 local passed = tonumber(record[2])
+if passed ~= nil and now - (tonumber(record[3]) or 0) > max_age then
+  first = nil
+  passed = nil
+end
 
 if first ~= nil and passed ~= nil then
   redis.call('HSET', KEYS[1], 'l', now)

@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { MemoryStore } from "../../services/decision/store/memory";
+import { SqliteStore } from "../../services/decision/store/sqlite";
+import { DEFAULT_POLICY, TestClock } from "../support/engine";
+import { storeConformance } from "./suite";
+
+const dir = mkdtempSync(join(tmpdir(), "greyfleet-conformance-"));
+
+{
+  const clock = new TestClock();
+  const store = new MemoryStore(clock.now);
+  storeConformance(
+    "memory",
+    async () => ({ store, advance: (ms) => clock.advance(ms), slackMs: 0 }),
+    () => store.close(),
+  );
+}
+
+{
+  const clock = new TestClock();
+  let store: SqliteStore;
+  let twin: SqliteStore;
+  storeConformance(
+    "sqlite",
+    async () => {
+      store = new SqliteStore(join(dir, "conformance.sqlite"), clock.now);
+      twin = new SqliteStore(join(dir, "conformance.sqlite"), clock.now);
+      return { store, twin, advance: (ms) => clock.advance(ms), slackMs: 0 };
+    },
+    async () => {
+      await store.close();
+      await twin.close();
+    },
+  );
+}
+
+describe("sqlite store specifics", () => {
+  const query = { network: "192.0.2.0/24", sender: "a@example.org", recipient: "b@example.com", singleUse: false };
+
+  it("keeps state across close and reopen", async () => {
+    const clock = new TestClock();
+    const path = join(dir, "reopen.sqlite");
+    const first = new SqliteStore(path, clock.now);
+    assert.equal((await first.decide(query, DEFAULT_POLICY)).outcome.kind, "new_triplet");
+    await first.close();
+    const second = new SqliteStore(path, clock.now);
+    clock.advance(10_000);
+    assert.equal((await second.decide(query, DEFAULT_POLICY)).outcome.kind, "too_early");
+    await second.close();
+  });
+
+  it("stores no raw address, only hashes", async () => {
+    const path = join(dir, "hashes.sqlite");
+    const store = new SqliteStore(path, Date.now);
+    await store.decide(query, DEFAULT_POLICY);
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    const rows = db.prepare("SELECT * FROM triplets").all() as Record<string, unknown>[];
+    db.close();
+    assert.equal(rows.length, 1);
+    const text = JSON.stringify(rows);
+    for (const raw of ["192.0.2", "a@example.org", "b@example.com", "example"]) assert.ok(!text.includes(raw), raw);
+  });
+
+  it("prunes expired rows and nothing else", async () => {
+    const clock = new TestClock();
+    const store = new SqliteStore(join(dir, "prune.sqlite"), clock.now);
+    await store.decide(query, DEFAULT_POLICY);
+    await store.decide({ ...query, recipient: "c@example.com" }, DEFAULT_POLICY);
+    assert.equal(store.prune(), 0);
+    clock.advance(DEFAULT_POLICY.retryWindowMs + 1);
+    assert.equal(store.prune(), 2);
+    await store.close();
+  });
+
+  it("refuses a file of another schema version with a clear message", async () => {
+    const path = join(dir, "future.sqlite");
+    const db = new Database(path);
+    db.pragma("user_version = 99");
+    db.close();
+    assert.throws(() => new SqliteStore(path), /has schema version 99; this greyfleet reads version 1/);
+  });
+
+  it("cleans up", () => rmSync(dir, { recursive: true, force: true }));
+});
