@@ -4,6 +4,7 @@
  * variables `GREYFLEET_<FLAG_IN_UPPER_SNAKE>`, YAML keys `<flag>`; precedence flag > env > YAML.
  */
 import { parseDurationMs } from "./durations";
+import { checkStoreUrl } from "./store-url";
 
 /** The greyfleet commands that read settings. */
 export type Command = "serve" | "policy" | "milter" | "all";
@@ -107,7 +108,10 @@ export const SETTINGS = {
     doc:
       "Where greylist state lives: sqlite:PATH (embedded, one host; empty PATH = <data-dir>/greyfleet.sqlite), " +
       "redis://[user:pass@]host:port[/db] (the fleet store) or memory: (tests only, lost on exit).",
-    parse: text(/^(sqlite:|redis:\/\/|memory:)/, "a store URL (sqlite:PATH, redis://host:port or memory:)"),
+    parse: (url) => {
+      const problem = checkStoreUrl(url);
+      return problem === undefined ? url : { error: problem };
+    },
   }),
   dataDir: setting({
     flag: "data-dir",

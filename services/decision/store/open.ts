@@ -1,5 +1,6 @@
 /** Opens the store a --store URL names. */
 import { join } from "node:path";
+import { checkStoreUrl } from "../../shared/store-url";
 import { MemoryStore } from "./memory";
 import { RedisStore } from "./redis";
 import { SqliteStore } from "./sqlite";
@@ -15,29 +16,10 @@ export interface OpenStoreOptions {
   readonly onEvent: (event: string, detail?: string) => void;
 }
 
-/** Checks a store URL without opening anything; returns a message naming the problem, or undefined. */
-export function checkStoreUrl(url: string): string | undefined {
-  if (url === "memory:" || url.startsWith("sqlite:")) return undefined;
-  if (url.startsWith("rediss://") || url.startsWith("redis+sentinel") || url.startsWith("redis+cluster")) {
-    return `--store ${url.split(":")[0]}: TLS, Sentinel and Cluster store URLs are not supported in this version; use redis://host:port`;
-  }
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return `--store "${url}" is not a URL (expected redis://[user:pass@]host:port[/db])`;
-  }
-  if (parsed.protocol !== "redis:") return `--store "${url}": unknown scheme (sqlite:, redis://, memory:)`;
-  if (parsed.hostname === "") return `--store "${url}" has no host`;
-  if (!/^(\/\d{0,2})?$/.test(parsed.pathname)) return `--store "${url}": the path must be a database number, e.g. /0`;
-  if (parsed.search !== "" || parsed.hash !== "") return `--store "${url}": query options are not supported`;
-  return undefined;
-}
-
 /** Opens the store; throws with a message naming --store if it cannot be opened. */
 export function openStore(url: string, options: OpenStoreOptions): GreylistStore {
   const problem = checkStoreUrl(url);
-  if (problem) throw new Error(problem);
+  if (problem) throw new Error(`--store: ${problem}`);
   if (url === "memory:") return new MemoryStore();
   if (url.startsWith("sqlite:")) {
     const path = url.slice("sqlite:".length) || join(options.dataDir, "greyfleet.sqlite");

@@ -1,0 +1,74 @@
+/** The `greyfleet` command: start-up errors, `all` on the embedded store, help. */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
+import { rcpt } from "../support/engine";
+import { GreyfleetProcess, runGreyfleet } from "../support/greyfleet-process";
+import { healthStatus, TestClient } from "../support/grpc-clients";
+
+describe("greyfleet command", () => {
+  const dir = mkdtempSync(join(tmpdir(), "greyfleet-cli-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("stops start-up on an invalid setting, naming it", async () => {
+    const result = await runGreyfleet(["serve", "--delay", "five minutes", "--failure-mode", "closed"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /greyfleet serve: --delay: "five minutes" is not a duration/);
+    assert.match(result.stderr, /greyfleet serve: --failure-mode: "closed" is not one of open, tempfail/);
+  });
+
+  it("reads a YAML file and GREYFLEET_* variables", async () => {
+    const file = join(dir, "greyfleet.yaml");
+    writeFileSync(file, "delay: 10m\nretry-window: 5m\n");
+    const result = await runGreyfleet(["serve", "--config", file], { env: { GREYFLEET_MAX_AGE: "1d" } });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /--retry-window \(300s\) must be longer than --delay \(600s\)/);
+  });
+
+  it("refuses a store URL it cannot serve, and a port in use", async () => {
+    const bad = await runGreyfleet(["serve", "--store", "redis://", "--metrics-listen", ""]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--store: "redis:\/\/" has no host/);
+    const tls = await runGreyfleet(["serve", "--store", "rediss://h:6380", "--metrics-listen", ""]);
+    assert.match(tls.stderr, /--store: "rediss:" URLs \(TLS, Sentinel, Cluster\) are not supported in this version/);
+    const blocker = createServer().listen(0, "127.0.0.1");
+    await once(blocker, "listening");
+    const taken = `127.0.0.1:${(blocker.address() as AddressInfo).port}`;
+    const busy = await runGreyfleet(["serve", "--store", "memory:", "--listen", taken, "--metrics-listen", ""]);
+    blocker.close();
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, new RegExp(`start-up failed.*--listen ${taken}`));
+  });
+
+  it("says which commands are not part of this version", async () => {
+    const result = await runGreyfleet(["admin", "stats"]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /greyfleet admin: the admin command is not part of this version yet/);
+    assert.equal((await runGreyfleet(["frobnicate"])).code, 2);
+  });
+
+  it("prints help with every setting", async () => {
+    const result = await runGreyfleet(["help", "serve"]);
+    assert.equal(result.code, 0);
+    for (const flag of ["--listen", "--store", "--delay", "--retry-window", "--max-age", "--failure-mode"]) {
+      assert.ok(result.stdout.includes(flag), flag);
+    }
+  });
+
+  it("`all` runs on the embedded store in ./data by default", async () => {
+    const proc = await GreyfleetProcess.start(["all", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], {
+      cwd: dir,
+    });
+    assert.equal(await healthStatus(proc.grpcAddress), "SERVING");
+    const client = new TestClient(proc.grpcAddress);
+    assert.equal((await client.check(rcpt())).reason, Reason.REASON_NEW_TRIPLET);
+    client.close();
+    assert.ok(existsSync(join(dir, "data", "greyfleet.sqlite")));
+    assert.equal(await proc.stop(), 0);
+  });
+});
