@@ -1,0 +1,141 @@
+/**
+ * One load-generator process: keeps `inFlight` Check calls going over a minimal HTTP/2 client
+ * (h2-client.ts: far cheaper per call than grpc-js or node:http2, so the generator is not the
+ * bottleneck) for a bounded time, with a
+ * realistic mix of new, retried and known triplets from many client networks. Optionally paced
+ * to a fixed rate (open loop). Prints one JSON line of results to stdout.
+ *
+ * Usage: node dist/bench/load-worker.js '<json WorkerOptions>'
+ */
+import { CheckRequest, CheckResponse, ProtocolState } from "../services/contract/gen/greyfleet/v1/greylist";
+import { H2GrpcClient } from "./h2-client";
+
+/** What the coordinator asks of one worker. */
+export interface WorkerOptions {
+  readonly target: string;
+  readonly workerId: number;
+  readonly inFlight: number;
+  readonly seconds: number;
+  /** Requests per second for this worker; 0 = as fast as `inFlight` allows. */
+  readonly rate: number;
+  /** Triplets seeded as known before the run (sent twice, `delayMs` apart, by the coordinator). */
+  readonly knownTriplets: number;
+  /** Greylisting delay of the service, for picking retries that pass. */
+  readonly delayMs: number;
+}
+
+/** One worker's measurements. */
+export interface WorkerResult {
+  readonly calls: number;
+  readonly errors: number;
+  readonly latenciesUs: number[];
+  readonly actions: Record<string, number>;
+  readonly seconds: number;
+}
+
+const PATH = "/greyfleet.v1.GreylistService/Check";
+
+/** The i-th triplet of a worker's space: network, sender and recipient derived from i. */
+export function triplet(workerId: number, i: number, kind: "known" | "new"): CheckRequest {
+  const net = i % 50_000;
+  return CheckRequest.fromPartial({
+    clientAddress: `10.${(net >> 8) & 0xff}.${net & 0xff}.${(i * 7) % 250}`,
+    clientName: `mta${net}.example.net`,
+    heloName: `mta${net}.example.net`,
+    sender: `${kind}-sender-${workerId}-${i}@example.org`,
+    recipient: `user${i % 997}@example.com`,
+    protocolState: ProtocolState.PROTOCOL_STATE_RCPT,
+    queueId: "4Xb2Q31cDhz9sF",
+    instance: "42cb.6b08bf55.1a52a.0",
+    mtaId: `mx${workerId}`,
+  });
+}
+
+async function run(options: WorkerOptions): Promise<WorkerResult> {
+  const client = await H2GrpcClient.open(options.target, PATH);
+  const latenciesUs: number[] = [];
+  const actions: Record<string, number> = {};
+  let calls = 0;
+  let errors = 0;
+  let fresh = 0;
+  const sentAt: number[] = []; // fresh triplets by index: when first sent (ms)
+  const started = Date.now();
+  const endAt = started + options.seconds * 1000;
+
+  // The mix: 35% a new triplet, 25% a retry of an earlier new one, 40% a known triplet.
+  const next = (): CheckRequest => {
+    const roll = Math.random();
+    if (roll < 0.4 && options.knownTriplets > 0) {
+      return triplet(options.workerId, Math.floor(Math.random() * options.knownTriplets), "known");
+    }
+    if (roll < 0.65 && fresh > 0) {
+      // Prefer one old enough to pass; otherwise an early retry.
+      const cutoff = Date.now() - options.delayMs;
+      let i = Math.floor(Math.random() * fresh);
+      for (let probe = 0; probe < 4 && (sentAt[i] ?? 0) > cutoff; probe++) i = Math.floor(Math.random() * fresh);
+      return triplet(options.workerId, 1_000_000 + i, "new");
+    }
+    sentAt[fresh] = Date.now();
+    return triplet(options.workerId, 1_000_000 + fresh++, "new");
+  };
+
+  const one = async (): Promise<void> => {
+    const t0 = process.hrtime.bigint();
+    const result = await client.call(CheckRequest.encode(next()).finish());
+    calls++;
+    if (!result.ok) {
+      errors++;
+      return;
+    }
+    latenciesUs.push(Number(process.hrtime.bigint() - t0) / 1000);
+    const action = CheckResponse.decode(result.message).action;
+    actions[action] = (actions[action] ?? 0) + 1;
+  };
+
+  if (options.rate > 0) {
+    // Open loop: start calls on a fixed schedule, at most inFlight at once.
+    const intervalMs = 1000 / options.rate;
+    let outstanding = 0;
+    let due = Date.now();
+    await new Promise<void>((resolve) => {
+      const tick = (): void => {
+        const now = Date.now();
+        if (now >= endAt) {
+          const wait = setInterval(() => {
+            if (outstanding === 0) {
+              clearInterval(wait);
+              resolve();
+            }
+          }, 5);
+          return;
+        }
+        while (due <= now && outstanding < options.inFlight) {
+          outstanding++;
+          void one().then(() => outstanding--);
+          due += intervalMs;
+        }
+        if (due < now - 1000) due = now; // fell behind by over a second: do not burst
+        setTimeout(tick, 1);
+      };
+      tick();
+    });
+  } else {
+    const loop = async (): Promise<void> => {
+      while (Date.now() < endAt) await one();
+    };
+    await Promise.all(Array.from({ length: options.inFlight }, loop));
+  }
+  client.close();
+  return { calls, errors, latenciesUs, actions, seconds: (Date.now() - started) / 1000 };
+}
+
+if (require.main === module) {
+  const options = JSON.parse(process.argv[2] ?? "{}") as WorkerOptions;
+  run(options).then(
+    (result) => process.stdout.write(`${JSON.stringify(result)}\n`),
+    (error: unknown) => {
+      process.stderr.write(`load worker: ${String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}
