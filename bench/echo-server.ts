@@ -23,4 +23,4 @@ server.bindAsync(process.argv[2] ?? "127.0.0.1:0", ServerCredentials.createInsec
   if (error) throw error;
   process.stdout.write(`listening 127.0.0.1:${port}\n`);
 });
-process.on("SIGTERM", () => server.forceShutdown());
+for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => process.exit(0));

@@ -74,6 +74,10 @@ function defer(reason: Reason, reply: SmtpReply, retryAfterSeconds: number): Che
   };
 }
 
+/** The most common answers, shared: serialising does not change them. */
+const KNOWN_TRIPLET = Object.freeze(accept(Reason.REASON_KNOWN_TRIPLET));
+const CLIENT_AUTO_WHITELISTED = Object.freeze(accept(Reason.REASON_CLIENT_AUTO_WHITELISTED));
+
 /** Raised inside the engine when the store does not answer within its time. */
 class StoreTimeout extends Error {}
 
@@ -81,15 +85,19 @@ class StoreTimeout extends Error {}
 export class Engine implements Decider {
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
-  private readonly labels = new Map<string, { action: string; reason: string }>();
+  /** Counter children by "action:reason": label sets are bounded, and binding them once is cheap. */
+  private readonly decisionCounters = new Map<string, { inc(): void; labels: DecisionLabels }>();
+
+  private readonly storeDecideDuration: { observe(seconds: number): void };
 
   constructor(private readonly options: EngineOptions) {
     this.now = options.now ?? Date.now;
+    this.storeDecideDuration = options.metrics.storeDuration.labels(options.store.kind, "decide");
     this.failureLog = new RateLimitedLog(options.failureLogIntervalMs, this.now);
   }
 
   async check(request: CheckRequest, callOptions: CheckOptions = {}): Promise<CheckResponse> {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const valid = validateCheck(request);
     if (isInvalid(valid)) {
       this.options.metrics.invalidRequests.inc({ field: valid.field });
@@ -122,13 +130,10 @@ export class Engine implements Decider {
       this.options.storeTimeoutMs,
       callOptions.deadlineMs === undefined ? Number.POSITIVE_INFINITY : callOptions.deadlineMs - this.now(),
     );
-    const storeStarted = process.hrtime.bigint();
+    const storeStarted = performance.now();
     try {
       const decision = await withTimeout(this.options.store.decide(query, this.options.policy), budgetMs);
-      this.options.metrics.storeDuration.observe(
-        { store: this.options.store.kind, operation: "decide" },
-        seconds(storeStarted),
-      );
+      this.storeDecideDuration.observe(seconds(storeStarted));
       return this.answer(decision.outcome, decision.nowMs);
     } catch (error) {
       return this.failureMode(error);
@@ -147,9 +152,9 @@ export class Engine implements Decider {
         return accept(Reason.REASON_PASSED_AFTER_RETRY, header, delayed);
       }
       case "known_triplet":
-        return accept(Reason.REASON_KNOWN_TRIPLET);
+        return KNOWN_TRIPLET;
       case "client_auto_whitelisted":
-        return accept(Reason.REASON_CLIENT_AUTO_WHITELISTED);
+        return CLIENT_AUTO_WHITELISTED;
     }
   }
 
@@ -171,20 +176,20 @@ export class Engine implements Decider {
       : defer(Reason.REASON_STORE_UNAVAILABLE, STORE_UNAVAILABLE_REPLY, 0);
   }
 
-  private record(valid: ValidCheck, response: CheckResponse, started: bigint): void {
+  private record(valid: ValidCheck, response: CheckResponse, started: number): void {
     const { metrics, log } = this.options;
-    const labels = this.labelsOf(response);
-    metrics.decisions.inc(labels);
+    const counter = this.decisionCounter(response);
+    counter.inc();
     metrics.decisionDuration.observe(seconds(started));
     // Deferrals, passes and failure-mode answers are logged; plain accepts only at debug level.
     const notable =
       response.action !== Action.ACTION_ACCEPT ||
       response.delayedSeconds > 0 ||
       response.reason === Reason.REASON_STORE_UNAVAILABLE;
-    if (!notable && !log.debugEnabled) return;
+    if (!log.enabled(notable ? "info" : "debug")) return;
     const { request } = valid;
     (notable ? log.info : log.debug)("decision", {
-      ...labels,
+      ...counter.labels,
       client_address: request.clientAddress,
       client_name: request.clientName || undefined,
       helo: request.heloName || undefined,
@@ -197,23 +202,32 @@ export class Engine implements Decider {
     });
   }
 
-  /** Metric labels of a response, cached: enum names are bounded and hot. */
-  private labelsOf(response: CheckResponse): { action: string; reason: string } {
+  /** The decisions counter child of a response's action and reason. */
+  private decisionCounter(response: CheckResponse): { inc(): void; labels: DecisionLabels } {
     const key = `${response.action}:${response.reason}`;
-    let labels = this.labels.get(key);
-    if (!labels) {
-      labels = {
+    let counter = this.decisionCounters.get(key);
+    if (!counter) {
+      const labels = {
         action: actionToJSON(response.action).replace("ACTION_", "").toLowerCase(),
         reason: reasonToJSON(response.reason).replace("REASON_", "").toLowerCase(),
       };
-      this.labels.set(key, labels);
+      const child = this.options.metrics.decisions.labels(labels);
+      counter = { inc: () => child.inc(), labels };
+      this.decisionCounters.set(key, counter);
     }
-    return labels;
+    return counter;
   }
 }
 
-function seconds(since: bigint): number {
-  return Number(process.hrtime.bigint() - since) / 1e9;
+/** Seconds since a performance.now() reading. */
+function seconds(since: number): number {
+  return (performance.now() - since) / 1000;
+}
+
+/** Labels of greyfleet_decisions_total. */
+interface DecisionLabels {
+  readonly action: string;
+  readonly reason: string;
 }
 
 /** Rejects with StoreTimeout if `promise` does not settle within `ms`. */

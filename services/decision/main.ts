@@ -30,7 +30,6 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
   const store = openStore(config.store, {
     dataDir: config.dataDir,
     redisKeyPrefix: config.redisKeyPrefix,
-    storeTimeoutMs: config.storeTimeoutMs,
     onEvent: (event, detail) => storeLog.debug(`store ${event}`, { detail }),
   });
   const engine = new Engine({

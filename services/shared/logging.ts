@@ -12,8 +12,8 @@ export interface Logger {
   info(message: string, fields?: LogFields): void;
   warn(message: string, fields?: LogFields): void;
   error(message: string, fields?: LogFields): void;
-  /** True when a debug line would be written (to skip building its fields). */
-  readonly debugEnabled: boolean;
+  /** True when a line of `level` would be written (to skip building its fields on hot paths). */
+  enabled(level: LogLevel): boolean;
   /** A logger whose lines also carry `component`. */
   child(component: string): Logger;
 }
@@ -49,7 +49,7 @@ export function createLogger(
     info: (message, fields) => emit("info", message, fields),
     warn: (message, fields) => emit("warn", message, fields),
     error: (message, fields) => emit("error", message, fields),
-    debugEnabled: threshold <= RANK.debug,
+    enabled: (level) => RANK[level] >= threshold,
     child: (component) => createLogger({ ...options, component }, write),
   };
 }

@@ -13,7 +13,7 @@ const open = async (prefix: string) => {
   const store = new RedisStore({
     url: server.url,
     keyPrefix: prefix,
-    commandTimeoutMs: 2_000,
+    connectTimeoutMs: 2_000,
     clockOffsetMs: () => offsetMs,
   });
   await store.waitUntilReady(5_000);

@@ -9,9 +9,19 @@ import type { TripletQuery } from "./store";
 /** Schema version of stored records; bump it when their layout changes. */
 export const SCHEMA_VERSION = 1;
 
+/** Network ids are cached: a busy MX sees the same client networks over and over. */
+const NETWORK_ID_CACHE_ENTRIES = 65_536;
+const networkIds = new Map<string, string>();
+
 /** 16 hex characters (64 bits) naming a client network. */
 export function networkId(network: string): string {
-  return createHash("sha256").update(`net\0${network}`).digest("hex").slice(0, 16);
+  let id = networkIds.get(network);
+  if (id === undefined) {
+    id = createHash("sha256").update(`net\0${network}`).digest("hex").slice(0, 16);
+    if (networkIds.size >= NETWORK_ID_CACHE_ENTRIES) networkIds.clear();
+    networkIds.set(network, id);
+  }
+  return id;
 }
 
 /** 32 hex characters (128 bits) naming a triplet. */

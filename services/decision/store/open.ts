@@ -6,12 +6,14 @@ import { RedisStore } from "./redis";
 import { SqliteStore } from "./sqlite";
 import type { GreylistStore } from "./store";
 
+/** A Redis connection attempt that takes longer is abandoned and retried. */
+const REDIS_CONNECT_TIMEOUT_MS = 2_000;
+
 /** What opening a store needs besides its URL. */
 export interface OpenStoreOptions {
   /** Directory of the default SQLite file (for "sqlite:" without a path). */
   readonly dataDir: string;
   readonly redisKeyPrefix: string;
-  readonly storeTimeoutMs: number;
   /** Connection events and background errors, for logging. */
   readonly onEvent: (event: string, detail?: string) => void;
 }
@@ -34,7 +36,7 @@ export function openStore(url: string, options: OpenStoreOptions): GreylistStore
   return new RedisStore({
     url,
     keyPrefix: options.redisKeyPrefix,
-    commandTimeoutMs: options.storeTimeoutMs,
+    connectTimeoutMs: REDIS_CONNECT_TIMEOUT_MS,
     onEvent: options.onEvent,
   });
 }

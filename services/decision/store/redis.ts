@@ -24,12 +24,30 @@ export interface RedisStoreOptions {
   readonly url: string;
   /** Prefix of every key (default "gf:"). */
   readonly keyPrefix: string;
-  /** A command not answered within this many ms fails (the engine's failure mode decides). */
-  readonly commandTimeoutMs: number;
+  /** Connecting may take this many ms before it is retried. */
+  readonly connectTimeoutMs: number;
   /** Called on connection errors and state changes, for logging. */
   readonly onEvent?: (event: "error" | "ready" | "close", detail?: string) => void;
   /** Test hook: ms added to Redis TIME, to move the store's clock without sleeping. */
   readonly clockOffsetMs?: () => number;
+}
+
+const policyArguments = new WeakMap<GreylistPolicy, string>();
+
+/** decide.lua's ARGV[1], built once per policy object. */
+function policyArgument(policy: GreylistPolicy): string {
+  let argument = policyArguments.get(policy);
+  if (argument === undefined) {
+    argument = [
+      policy.delayMs,
+      policy.retryWindowMs,
+      policy.maxAgeMs,
+      policy.autoWhitelistPasses,
+      policy.autoWhitelistCountIntervalMs,
+    ].join(",");
+    policyArguments.set(policy, argument);
+  }
+  return argument;
 }
 
 function toOutcome(reply: DecideReply): Outcome {
@@ -50,15 +68,18 @@ function toOutcome(reply: DecideReply): Outcome {
   }
 }
 
-/** Connection options shared by every greyfleet Redis client. */
-export function redisClientOptions(commandTimeoutMs: number): RedisOptions {
+/**
+ * Connection options shared by every greyfleet Redis client. Commands get no timeout of their
+ * own: the engine bounds every call by the store timeout and the caller's deadline, and answers
+ * by the failure mode past it; a late reply is then simply dropped.
+ */
+export function redisClientOptions(connectTimeoutMs: number): RedisOptions {
   return {
     // Fail fast while disconnected instead of queueing: the failure mode answers meanwhile.
     enableOfflineQueue: false,
     // A decision may already be recorded when its connection drops: never resend it blindly.
     maxRetriesPerRequest: 0,
-    commandTimeout: commandTimeoutMs,
-    connectTimeout: 2_000,
+    connectTimeout: connectTimeoutMs,
     // Reconnect for ever, at most once a second.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
     enableAutoPipelining: true,
@@ -74,7 +95,7 @@ export class RedisStore implements GreylistStore {
   private readonly clockOffsetMs: () => number;
 
   constructor(options: RedisStoreOptions) {
-    const redis = new Redis(options.url, redisClientOptions(options.commandTimeoutMs));
+    const redis = new Redis(options.url, redisClientOptions(options.connectTimeoutMs));
     redis.defineCommand("greyfleetDecide", { numberOfKeys: 2, lua: DECIDE_LUA });
     this.redis = redis as Redis & DecideCommand;
     this.keys = new RedisKeys(options.keyPrefix);
@@ -90,11 +111,7 @@ export class RedisStore implements GreylistStore {
     const reply = await this.redis.greyfleetDecide(
       this.keys.triplet(netId, tripletId(query)),
       this.keys.client(netId),
-      policy.delayMs,
-      policy.retryWindowMs,
-      policy.maxAgeMs,
-      policy.autoWhitelistPasses,
-      policy.autoWhitelistCountIntervalMs,
+      policyArgument(policy),
       query.singleUse ? "1" : "0",
       this.clockOffsetMs(),
     );

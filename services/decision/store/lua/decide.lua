@@ -4,13 +4,10 @@
 -- KEYS[1]  triplet hash   fields f = first seen ms, p = passed ms (absent while pending), l = last seen ms
 -- KEYS[2]  client hash    fields n = counted deliveries, c = last counted ms, l = last seen ms
 --          (both keys carry the client network's hash tag: one Redis Cluster slot)
--- ARGV[1]  delay ms
--- ARGV[2]  retry window ms
--- ARGV[3]  max age ms
--- ARGV[4]  auto-whitelist passes (0 = off)
--- ARGV[5]  auto-whitelist count interval ms
--- ARGV[6]  single use: "1" when the pass is consumed by one message (null sender), else "0"
--- ARGV[7]  clock offset ms added to Redis TIME ("0" in production; tests move time with it)
+-- ARGV[1]  the policy, one string "delay_ms,retry_window_ms,max_age_ms,awl_passes,awl_interval_ms"
+--          (awl_passes 0 = auto-whitelist off); one string is cheaper to send than five
+-- ARGV[2]  single use: "1" when the pass is consumed by one message (null sender), else "0"
+-- ARGV[3]  clock offset ms added to Redis TIME ("0" in production; tests move time with it)
 --
 -- Returns { code, ms, now_ms }:
 --   code 1 new triplet (deferred), ms = retry after
@@ -21,12 +18,14 @@
 -- now_ms is the clock reading the decision was made at (Redis TIME + offset).
 
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[7])
-local delay = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local max_age = tonumber(ARGV[3])
-local awl_passes = tonumber(ARGV[4])
-local awl_interval = tonumber(ARGV[5])
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[3])
+local d, w, m, p, i = string.match(ARGV[1], '^(%d+),(%d+),(%d+),(%d+),(%d+)$')
+if d == nil then return redis.error_reply('greyfleet decide.lua: malformed policy argument') end
+local delay = tonumber(d)
+local window = tonumber(w)
+local max_age = tonumber(m)
+local awl_passes = tonumber(p)
+local awl_interval = tonumber(i)
 
 -- Expiry is decided from the records' own times (TTLs only collect the garbage), exactly as in
 -- verdict.ts, so a store clock that is moved (tests) or a TTL that lags never changes a verdict.
@@ -88,7 +87,7 @@ if age < delay then
   return { 2, delay - age, now }
 end
 
-if ARGV[6] == '1' then
+if ARGV[2] == '1' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('HSET', KEYS[1], 'p', now, 'l', now)
