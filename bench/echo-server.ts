@@ -15,7 +15,7 @@ const RESPONSE = CheckResponse.fromPartial({
   smtpText: "Greylisted, please try again later",
 });
 
-const server = new Server();
+const server = new Server(process.env.CHANNELZ === "0" ? { "grpc.enable_channelz": 0 } : {});
 server.addService(GreylistServiceService, {
   check: (_call: unknown, callback: (error: null, response: CheckResponse) => void) => callback(null, RESPONSE),
 });

@@ -1,9 +1,10 @@
 /**
  * One load-generator process: keeps `inFlight` Check calls going over a minimal HTTP/2 client
  * (h2-client.ts: far cheaper per call than grpc-js or node:http2, so the generator is not the
- * bottleneck) for a bounded time, with a
- * realistic mix of new, retried and known triplets from many client networks. Optionally paced
- * to a fixed rate (open loop). Prints one JSON line of results to stdout.
+ * bottleneck) for a bounded time, with a realistic mix of new, retried and known triplets from
+ * many client networks. Optionally paced to a fixed rate (open loop). In seed mode it sends each
+ * "known" triplet once and stops (the coordinator seeds twice, a delay apart, so they pass).
+ * Prints one JSON line of results to stdout.
  *
  * Usage: node dist/bench/load-worker.js '<json WorkerOptions>'
  */
@@ -22,6 +23,8 @@ export interface WorkerOptions {
   readonly knownTriplets: number;
   /** Greylisting delay of the service, for picking retries that pass. */
   readonly delayMs: number;
+  /** Seed mode: send known triplets 0..knownTriplets-1 once each, then stop. */
+  readonly seed?: boolean;
 }
 
 /** One worker's measurements. */
@@ -92,7 +95,19 @@ async function run(options: WorkerOptions): Promise<WorkerResult> {
     actions[action] = (actions[action] ?? 0) + 1;
   };
 
-  if (options.rate > 0) {
+  if (options.seed) {
+    let nextIndex = 0;
+    const seeder = async (): Promise<void> => {
+      while (nextIndex < options.knownTriplets && Date.now() < endAt) {
+        const t0 = process.hrtime.bigint();
+        const result = await client.call(CheckRequest.encode(triplet(options.workerId, nextIndex++, "known")).finish());
+        calls++;
+        if (result.ok) latenciesUs.push(Number(process.hrtime.bigint() - t0) / 1000);
+        else errors++;
+      }
+    };
+    await Promise.all(Array.from({ length: options.inFlight }, seeder));
+  } else if (options.rate > 0) {
     // Open loop: start calls on a fixed schedule, at most inFlight at once.
     const intervalMs = 1000 / options.rate;
     let outstanding = 0;

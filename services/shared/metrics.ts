@@ -1,6 +1,6 @@
 /** Prometheus metrics: one registry per process and its /metrics HTTP endpoint. */
 import { createServer, type Server } from "node:http";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { describeError } from "./errors";
 import { listenHttp } from "./listen";
 import type { Logger } from "./logging";
@@ -27,6 +27,7 @@ export function createRegistry(command: string): Registry {
     labelNames: ["version", "command"],
     registers: [registry],
   }).set({ version: PRODUCT_VERSION, command }, 1);
+  collectDefaultMetrics({ register: registry });
   return registry;
 }
 

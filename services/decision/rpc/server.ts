@@ -33,6 +33,7 @@ export async function startDecisionServer(listen: string, engine: Decider, log: 
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
+    "grpc.enable_channelz": 0,
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
   server.addService(GreylistServiceService, greylistService(engine, log));
