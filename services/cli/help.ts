@@ -6,7 +6,9 @@ const COMMANDS = `usage: greyfleet <command> [--setting value ...]
 
 commands:
   serve     the decision service: gRPC GreylistService, health, reflection, /metrics
-  all       everything in one process on the embedded store (what npm start runs)
+  policy    the Postfix policy delegation server (check_policy_service), asking the service
+  milter    the milter server for Postfix and sendmail, asking the service
+  all       the service and both shims in one process, on the embedded store (npm start)
   version   print the version
   help      this text; "greyfleet help <command>" lists that command's settings
 
@@ -16,7 +18,7 @@ in that precedence. Durations take 300, 300s, 5m, 48h, 35d (ms settings also 250
 
 /** The help text; with a command, its settings and their defaults. */
 export function helpText(command?: string): string {
-  if (command !== "serve" && command !== "all") return COMMANDS;
+  if (command !== "serve" && command !== "all" && command !== "policy" && command !== "milter") return COMMANDS;
   const lines = [`greyfleet ${command} settings:`, ""];
   for (const spec of Object.values(SETTINGS)) {
     if (!spec.commands.includes(command as Command)) continue;

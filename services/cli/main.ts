@@ -5,8 +5,6 @@ import { helpText } from "./help";
 import { runService } from "./run-service";
 
 const UNAVAILABLE: Readonly<Record<string, string>> = {
-  policy: "the Postfix policy shim is not part of this version yet",
-  milter: "the milter shim is not part of this version yet",
   admin: "the admin command is not part of this version yet",
 };
 
@@ -14,6 +12,8 @@ async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case "serve":
+    case "policy":
+    case "milter":
     case "all":
       return runService(command, rest);
     case "version":

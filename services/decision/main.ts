@@ -99,7 +99,7 @@ export async function startDecisionService(
         stop: (graceMs) => {
           monitor.stop();
           grpc.setServing(false);
-          return drain(grpc.server, graceMs);
+          return drain(grpc, graceMs);
         },
       },
       { name: "store", stop: () => store.close() },
@@ -107,13 +107,17 @@ export async function startDecisionService(
   };
 }
 
-/** Lets in-flight calls finish (refusing new ones); forces the rest after `graceMs`. */
-function drain(server: Server, graceMs: number): Promise<void> {
+/**
+ * Lets in-flight calls finish (refusing new ones) and ends open streams once they are answered;
+ * forces the rest after `graceMs`.
+ */
+function drain(grpc: { server: Server; drainStreams(): Promise<void> }, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
-    const force = setTimeout(() => server.forceShutdown(), graceMs);
-    server.tryShutdown(() => {
+    const force = setTimeout(() => grpc.server.forceShutdown(), graceMs);
+    grpc.server.tryShutdown(() => {
       clearTimeout(force);
       resolve();
     });
+    void grpc.drainStreams();
   });
 }

@@ -24,3 +24,16 @@ export const BUILD_INFO = "greyfleet_build_info";
 export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 ];
+
+/** Shims: connections accepted from the MTA; label shim (policy|milter). */
+export const SHIM_CONNECTIONS_TOTAL = "greyfleet_shim_connections_total";
+/** Shims: connections from the MTA open now; label shim. */
+export const SHIM_OPEN_CONNECTIONS = "greyfleet_shim_open_connections";
+/** Shims: requests (policy) or recipients (milter) answered; labels shim, stage, action. */
+export const SHIM_REQUESTS_TOTAL = "greyfleet_shim_requests_total";
+/** Shims: MTA protocol errors that closed a connection; labels shim, code. */
+export const SHIM_PROTOCOL_ERRORS_TOTAL = "greyfleet_shim_protocol_errors_total";
+/** Shims: time to get a decision in seconds; label shim. */
+export const SHIM_DECISION_CALL_DURATION_SECONDS = "greyfleet_shim_decision_call_duration_seconds";
+/** Shims: decisions made by the shim's failure mode; labels shim, mode, cause. */
+export const SHIM_FAILURE_MODE_ACTIVATIONS_TOTAL = "greyfleet_shim_failure_mode_activations_total";

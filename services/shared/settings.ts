@@ -23,6 +23,7 @@ export interface Setting<T> {
 }
 
 const SERVICE: readonly Command[] = ["serve", "all"];
+const SHIMS: readonly Command[] = ["policy", "milter", "all"];
 const EVERY: readonly Command[] = ["serve", "policy", "milter", "all"];
 
 function setting<T>(spec: Setting<T>): Setting<T> {
@@ -70,6 +71,13 @@ function text(pattern: RegExp, what: string): (text: string) => Parsed<string> {
 export const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const hostPort = text(HOST_PORT, "HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)");
 const optionalHostPort = (value: string): Parsed<string> => (value === "" ? "" : hostPort(value));
+/** A shim's listener: HOST:PORT, or unix:/absolute/path for a unix socket; "" = off (all only). */
+const shimListen = (value: string): Parsed<string> =>
+  value === "" || /^unix:\/.{1,100}$/.test(value)
+    ? value
+    : HOST_PORT.test(value)
+      ? value
+      : { error: `"${value}" is not HOST:PORT or unix:/path` };
 
 /** Every setting, keyed by its name in the parsed configuration. */
 export const SETTINGS = {
@@ -172,8 +180,11 @@ export const SETTINGS = {
   failureMode: setting({
     flag: "failure-mode",
     default: "open",
-    commands: SERVICE,
-    doc: "When the store is unavailable: open (accept, counted and logged) or tempfail (defer with 451 4.3.0).",
+    commands: EVERY,
+    doc:
+      "When no decision can be made (service: the store is unavailable; shims: the decision service does not " +
+      "answer in time): open (accept, counted and logged) or tempfail (defer with 451 4.3.0). Outgoing mail " +
+      "(SASL-authenticated) is never deferred by it.",
     parse: oneOf("open", "tempfail"),
   }),
   storeTimeoutMs: setting({
@@ -231,9 +242,69 @@ export const SETTINGS = {
   failureLogIntervalSeconds: setting({
     flag: "failure-log-interval",
     default: "60s",
-    commands: SERVICE,
+    commands: EVERY,
     doc: "A failure-mode activation is logged at most once in this many seconds (all are counted).",
     parse: seconds(1, 86_400),
+  }),
+  decisionAddress: setting({
+    flag: "decision",
+    default: "127.0.0.1:50051",
+    commands: ["policy", "milter"],
+    doc: "HOST:PORT of the decision service the shim asks (one long-lived gRPC stream).",
+    parse: hostPort,
+  }),
+  decisionTimeoutMs: setting({
+    flag: "decision-timeout",
+    default: "500ms",
+    commands: SHIMS,
+    doc:
+      "Milliseconds a shim waits for a decision before its failure mode answers; well under Postfix's " +
+      "policy (100 s) and milter (30 s) timeouts.",
+    parse: millis(10, 20_000),
+  }),
+  mtaId: setting({
+    flag: "mta-id",
+    default: "",
+    commands: SHIMS,
+    doc: "Name of this MX host in the decision service's logs; \"\" = the machine's host name.",
+    parse: text(/^[A-Za-z0-9._-]{0,64}$/, "at most 64 characters of A-Z a-z 0-9 . _ -"),
+  }),
+  policyListen: setting({
+    flag: "policy-listen",
+    default: "127.0.0.1:10023",
+    commands: ["policy", "all"],
+    doc: 'Postfix policy listener: HOST:PORT or unix:/path ("greyfleet policy --listen" too); "" turns it off in all.',
+    parse: shimListen,
+  }),
+  policyDeferReply: setting({
+    flag: "policy-defer-reply",
+    default: "defer_if_permit",
+    commands: ["policy", "all"],
+    doc:
+      "How the policy shim defers: defer_if_permit (action=DEFER_IF_PERMIT <text>, Postfix answers 450 4.7.1) " +
+      "or smtp (action=451 4.7.1 <text>, the decision service's code verbatim).",
+    parse: oneOf("defer_if_permit", "smtp"),
+  }),
+  policyIdleTimeoutMs: setting({
+    flag: "policy-idle-timeout",
+    default: "10m",
+    commands: ["policy", "all"],
+    doc: "A policy connection idle this long is closed (Postfix reconnects; its own limit is 300 s).",
+    parse: millis(1_000, 86_400_000),
+  }),
+  milterListen: setting({
+    flag: "milter-listen",
+    default: "127.0.0.1:10030",
+    commands: ["milter", "all"],
+    doc: 'Milter listener: HOST:PORT or unix:/path ("greyfleet milter --listen" too); "" turns it off in all.',
+    parse: shimListen,
+  }),
+  milterIdleTimeoutMs: setting({
+    flag: "milter-idle-timeout",
+    default: "10m",
+    commands: ["milter", "all"],
+    doc: "A milter connection that sends nothing for this long is closed.",
+    parse: millis(1_000, 86_400_000),
   }),
   shutdownGraceMs: setting({
     flag: "shutdown-grace",

@@ -26,6 +26,8 @@ export interface DecisionServer {
   readonly address: string;
   /** Sets the health of the whole server and of GreylistService. */
   setServing(serving: boolean): void;
+  /** Ends every open CheckStream once its in-flight checks are answered. */
+  drainStreams(): Promise<void>;
 }
 
 /** Creates, binds and starts the gRPC server on `listen` (HOST:PORT). */
@@ -36,7 +38,8 @@ export async function startDecisionServer(listen: string, engine: Decider, log: 
     "grpc.enable_channelz": 0,
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
-  server.addService(GreylistServiceService, greylistService(engine, log));
+  const service = greylistService(engine, log);
+  server.addService(GreylistServiceService, service.implementation);
 
   const health = new HealthImplementation({ "": "NOT_SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
   health.addToServer(server);
@@ -55,6 +58,7 @@ export async function startDecisionServer(listen: string, engine: Decider, log: 
   return {
     server,
     address: `${host}:${port}`,
+    drainStreams: service.drain,
     setServing(serving: boolean): void {
       const state: ServingStatus = serving ? "SERVING" : "NOT_SERVING";
       health.setStatus("", state);

@@ -1,0 +1,181 @@
+/**
+ * The milter server: one connection per SMTP session (Postfix and sendmail never reuse one).
+ * Bytes go through the pure decoder and the pure session state machine; this file only performs
+ * the effects: writes (each batch of replies in one write, with TCP_NODELAY, so no reply waits
+ * for a delayed ACK), decisions (one recipient at a time: the MTA waits for each reply), and
+ * closing. A protocol error closes that connection only.
+ */
+import type { Socket } from "node:net";
+import { Action, type CheckResponse, ProtocolState } from "../contract/gen/greyfleet/v1/greylist";
+import type { Logger } from "../shared/logging";
+import type { ShimDecisions } from "../shared/shim-decision";
+import { type ConnectionHandler, listenShim, type ShimListener } from "../shared/shim-listener";
+import type { ShimMetrics } from "../shared/shim-metrics";
+import { type MilterCommand, MilterDecoder, type MilterError } from "./codec";
+import {
+  type CheckFields,
+  type Decision,
+  initialSession,
+  type SessionInput,
+  type SessionState,
+  transition,
+} from "./session";
+
+/** How the milter shim is configured. */
+export interface MilterServerOptions {
+  /** HOST:PORT or unix:/path. */
+  readonly listen: string;
+  readonly decisions: ShimDecisions;
+  /** Sent as mta_id with every Check. */
+  readonly mtaId: string;
+  readonly idleTimeoutMs: number;
+  readonly metrics: ShimMetrics;
+  readonly log: Logger;
+}
+
+/** A local client (unix socket or unknown family) is never greylisted. */
+const LOCAL_ACCEPT: Decision = {
+  action: "accept",
+  smtpCode: 0,
+  enhancedStatusCode: "",
+  smtpText: "",
+  xGreylistHeader: "",
+};
+
+/** The session's view of a decision. */
+export function toDecision(response: CheckResponse): Decision {
+  const action =
+    response.action === Action.ACTION_DEFER ? "defer" : response.action === Action.ACTION_REJECT ? "reject" : "accept";
+  return {
+    action,
+    smtpCode: response.smtpCode,
+    enhancedStatusCode: response.enhancedStatusCode,
+    smtpText: response.smtpText,
+    xGreylistHeader: response.xGreylistHeader,
+  };
+}
+
+/** One MTA connection. */
+class MilterConnection implements ConnectionHandler {
+  private readonly decoder = new MilterDecoder();
+  private state: SessionState = initialSession();
+  /** Commands decoded while a decision is outstanding, fed in order once it is in. */
+  private readonly queued: MilterCommand[] = [];
+  private deciding: Promise<void> | undefined;
+  private out: Buffer[] = [];
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly options: MilterServerOptions,
+  ) {
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("end", () => this.onEnd());
+    socket.on("error", () => socket.destroy()); // reset by the MTA: nothing left to answer
+  }
+
+  idle(): Promise<void> {
+    return this.deciding ?? Promise.resolve();
+  }
+
+  private onData(chunk: Buffer): void {
+    const { commands, error } = this.decoder.push(chunk);
+    this.queued.push(...commands);
+    this.drain();
+    if (error) this.fail(error);
+  }
+
+  private onEnd(): void {
+    if (this.decoder.pending > 0) {
+      this.fail({
+        code: "closed",
+        message: `the MTA closed the connection inside a frame (${this.decoder.pending} bytes)`,
+      });
+    } else {
+      this.socket.end();
+    }
+  }
+
+  /** Feeds queued commands until one needs a decision; flushes the replies in one write. */
+  private drain(): void {
+    while (this.deciding === undefined && this.queued.length > 0 && !this.socket.destroyed) {
+      const command = this.queued.shift() as MilterCommand;
+      this.apply({ kind: "command", command });
+    }
+    this.flush();
+  }
+
+  private apply(input: SessionInput): void {
+    const { state, effects } = transition(this.state, input);
+    this.state = state;
+    for (const effect of effects) {
+      switch (effect.kind) {
+        case "reply":
+          this.out.push(effect.bytes);
+          break;
+        case "check": {
+          const { checkId, request } = effect;
+          // .then() runs after `deciding` is set, even for a local client's immediate answer.
+          this.deciding = this.lookup(request).then((decision) => this.onDecision(checkId, request, decision));
+          break;
+        }
+        case "close":
+          this.flush();
+          if (effect.error) this.fail(effect.error);
+          else this.socket.end();
+          return;
+      }
+    }
+  }
+
+  /** The decision for one recipient; a local client is accepted without asking. */
+  private async lookup(fields: CheckFields): Promise<Decision> {
+    if (fields.localClient) return LOCAL_ACCEPT;
+    const response = await this.options.decisions.decide({
+      clientAddress: fields.clientAddress,
+      clientName: fields.clientName === "unknown" ? "" : fields.clientName,
+      heloName: fields.heloName,
+      sender: fields.sender,
+      recipient: fields.recipient,
+      saslUsername: fields.saslUsername,
+      queueId: fields.queueId,
+      instance: "",
+      protocolState: fields.stage === "data" ? ProtocolState.PROTOCOL_STATE_DATA : ProtocolState.PROTOCOL_STATE_RCPT,
+      mtaId: this.options.mtaId,
+    });
+    return toDecision(response);
+  }
+
+  private onDecision(checkId: number, fields: CheckFields, decision: Decision): void {
+    this.options.metrics.answered(fields.stage, fields.localClient ? "local" : decision.action);
+    this.deciding = undefined;
+    if (this.socket.destroyed) return;
+    this.apply({ kind: "decision", checkId, decision });
+    this.drain();
+  }
+
+  private flush(): void {
+    if (this.out.length === 0 || this.socket.destroyed) return;
+    this.socket.write(this.out.length === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out));
+    this.out = [];
+  }
+
+  private fail(error: MilterError): void {
+    this.options.metrics.protocolError(error.code);
+    this.options.log.warn("milter protocol error: closing the connection", {
+      code: error.code,
+      error: error.message,
+      peer: this.socket.remoteAddress ?? "unix",
+    });
+    this.socket.destroy();
+  }
+}
+
+/** Starts the milter server. */
+export function startMilterServer(options: MilterServerOptions): Promise<ShimListener> {
+  return listenShim({
+    listen: options.listen,
+    idleTimeoutMs: options.idleTimeoutMs,
+    metrics: options.metrics,
+    handle: (socket) => new MilterConnection(socket, options),
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * The Postfix SMTP access policy delegation server (postgrey's protocol). Postfix keeps one
+ * connection for many requests and waits for each reply, so requests on a connection are
+ * answered strictly in order. RCPT and DATA requests are decided; every other stage gets DUNNO.
+ * A request over a limit or not in the protocol's form closes that connection only.
+ */
+import type { Socket } from "node:net";
+import { Action, type CheckRequest, type CheckResponse, ProtocolState } from "../contract/gen/greyfleet/v1/greylist";
+import { describeError } from "../shared/errors";
+import type { Logger } from "../shared/logging";
+import type { ShimDecisions } from "../shared/shim-decision";
+import { type ConnectionHandler, listenShim, type ShimListener } from "../shared/shim-listener";
+import type { ShimMetrics } from "../shared/shim-metrics";
+import {
+  encodeDeferIfPermit,
+  encodeDunno,
+  encodePrepend,
+  encodeReject,
+  encodeSmtpReply,
+  PolicyDecoder,
+  PolicyProtocolError,
+  type PolicyRequest,
+  toPolicyRequest,
+} from "./codec";
+
+/** How the policy shim is configured. */
+export interface PolicyServerOptions {
+  /** HOST:PORT or unix:/path. */
+  readonly listen: string;
+  readonly decisions: ShimDecisions;
+  /** Sent as mta_id with every Check. */
+  readonly mtaId: string;
+  /** defer_if_permit: "DEFER_IF_PERMIT <text>"; smtp: "<code> <enhanced> <text>". */
+  readonly deferReply: "defer_if_permit" | "smtp";
+  readonly idleTimeoutMs: number;
+  readonly metrics: ShimMetrics;
+  readonly log: Logger;
+}
+
+const DUNNO = encodeDunno();
+
+/** The stages greylisting decides; the rest are answered DUNNO without asking. */
+const STAGES: Readonly<Record<string, ProtocolState>> = {
+  RCPT: ProtocolState.PROTOCOL_STATE_RCPT,
+  DATA: ProtocolState.PROTOCOL_STATE_DATA,
+};
+
+/** The CheckRequest for a policy request at RCPT or DATA. */
+export function toCheckRequest(request: PolicyRequest, stage: ProtocolState, mtaId: string): CheckRequest {
+  return {
+    clientAddress: request.client_address,
+    clientName: request.client_name === "unknown" ? "" : request.client_name,
+    heloName: request.helo_name,
+    sender: request.sender,
+    recipient: request.recipient,
+    saslUsername: request.sasl_username,
+    queueId: request.queue_id,
+    instance: request.instance,
+    protocolState: stage,
+    mtaId,
+  };
+}
+
+/** The policy reply for a decision; the action word goes into the metrics. */
+export function toReply(response: CheckResponse, deferReply: "defer_if_permit" | "smtp"): [Buffer, string] {
+  switch (response.action) {
+    case Action.ACTION_DEFER:
+      return deferReply === "smtp"
+        ? [encodeSmtpReply(response.smtpCode, response.enhancedStatusCode, response.smtpText), "defer"]
+        : [encodeDeferIfPermit(response.smtpText), "defer"];
+    case Action.ACTION_REJECT:
+      return [encodeReject(response.smtpText), "reject"];
+    default:
+      return response.xGreylistHeader
+        ? [encodePrepend("X-Greylist", response.xGreylistHeader), "prepend"]
+        : [DUNNO, "dunno"];
+  }
+}
+
+/** One Postfix connection: decodes requests, answers them in order. */
+class PolicyConnection implements ConnectionHandler {
+  private readonly decoder = new PolicyDecoder();
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly options: PolicyServerOptions,
+  ) {
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", () => socket.destroy()); // reset by peer: nothing to answer
+  }
+
+  idle(): Promise<void> {
+    return this.tail;
+  }
+
+  private onData(chunk: Buffer): void {
+    for (const result of this.decoder.push(chunk)) {
+      if (result.kind === "error") {
+        this.protocolError(result);
+        return;
+      }
+      const request = toPolicyRequest(result.attributes);
+      if (request instanceof PolicyProtocolError) {
+        this.protocolError(request);
+        return;
+      }
+      this.tail = this.tail.then(() => this.answer(request));
+    }
+  }
+
+  private async answer(request: PolicyRequest): Promise<void> {
+    const stageName = request.protocol_state.toUpperCase();
+    const stage = STAGES[stageName];
+    if (stage === undefined) {
+      this.options.metrics.answered(stageName.toLowerCase() || "unknown", "dunno");
+      this.write(DUNNO);
+      return;
+    }
+    const response = await this.options.decisions.decide(toCheckRequest(request, stage, this.options.mtaId));
+    let reply: Buffer;
+    let action: string;
+    try {
+      [reply, action] = toReply(response, this.options.deferReply);
+    } catch (error) {
+      // A reply text Postfix cannot take (CR, LF, too long) from the decision service.
+      this.options.log.error("unencodable decision: answering DUNNO", { error: describeError(error) });
+      [reply, action] = [DUNNO, "dunno"];
+    }
+    this.options.metrics.answered(stageName.toLowerCase(), action);
+    this.write(reply);
+  }
+
+  private write(reply: Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(reply);
+  }
+
+  private protocolError(error: PolicyProtocolError): void {
+    this.options.metrics.protocolError(error.code);
+    this.options.log.warn("policy protocol error: closing the connection", {
+      code: error.code,
+      error: error.message,
+      peer: this.socket.remoteAddress ?? "unix",
+    });
+    this.socket.destroy();
+  }
+}
+
+/** Starts the policy server. */
+export function startPolicyServer(options: PolicyServerOptions): Promise<ShimListener> {
+  return listenShim({
+    listen: options.listen,
+    idleTimeoutMs: options.idleTimeoutMs,
+    metrics: options.metrics,
+    handle: (socket) => new PolicyConnection(socket, options),
+  });
+}

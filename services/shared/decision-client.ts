@@ -1,0 +1,122 @@
+/**
+ * The shims' Decider over gRPC: Checks travel on one long-lived CheckStream (one message each,
+ * far cheaper than a unary call per recipient), each bounded by its own deadline. When the
+ * stream breaks, every Check in flight fails with "unavailable" at once and the next Check opens
+ * a new stream; grpc-js reconnects the channel by itself. Nothing is retried: a Check may have
+ * been recorded before its answer was lost.
+ */
+import { type ClientDuplexStream, credentials, Metadata, status } from "@grpc/grpc-js";
+import {
+  type CheckRequest,
+  type CheckResponse,
+  type CheckStreamRequest,
+  type CheckStreamResponse,
+  GreylistServiceClient,
+} from "../contract/gen/greyfleet/v1/greylist";
+import type { CheckOptions, Decider } from "./decider";
+import { type ErrorCode, GreyfleetError } from "./errors";
+
+/** Channel options: reconnect quickly (grpc-js backs off up to 120 s by default). */
+const CHANNEL_OPTIONS = {
+  "grpc.initial_reconnect_backoff_ms": 250,
+  "grpc.max_reconnect_backoff_ms": 2_000,
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.enable_channelz": 0,
+};
+
+interface Pending {
+  readonly resolve: (response: CheckResponse) => void;
+  readonly reject: (error: GreyfleetError) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+const STATUS_CODES: Readonly<Partial<Record<number, ErrorCode>>> = {
+  [status.INVALID_ARGUMENT]: "invalid_argument",
+  [status.DEADLINE_EXCEEDED]: "deadline_exceeded",
+  [status.UNAVAILABLE]: "unavailable",
+  [status.RESOURCE_EXHAUSTED]: "unavailable",
+};
+
+/** A Decider that asks a decision service at `address` (HOST:PORT). */
+export class GrpcDecider implements Decider {
+  private readonly client: GreylistServiceClient;
+  private stream: ClientDuplexStream<CheckStreamRequest, CheckStreamResponse> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(
+    readonly address: string,
+    /** Deadline of a Check when the caller gives none, in ms. */
+    private readonly defaultTimeoutMs: number,
+  ) {
+    this.client = new GreylistServiceClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  check(request: CheckRequest, options: CheckOptions = {}): Promise<CheckResponse> {
+    if (this.closed) return Promise.reject(new GreyfleetError("unavailable", "decision client is closed"));
+    const timeoutMs = Math.max(0, Math.floor((options.deadlineMs ?? Date.now() + this.defaultTimeoutMs) - Date.now()));
+    if (timeoutMs === 0) return Promise.reject(new GreyfleetError("deadline_exceeded", "deadline already passed"));
+    const id = this.nextId++;
+    const stream = this.openStream();
+    return new Promise<CheckResponse>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new GreyfleetError("deadline_exceeded", `no answer from ${this.address} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      stream.write({ id, check: request, timeoutMs });
+    });
+  }
+
+  /** Closes the stream and the channel; Checks in flight fail with "unavailable". */
+  close(): void {
+    this.closed = true;
+    this.failAll("decision client closed");
+    this.stream?.end();
+    this.client.close();
+  }
+
+  private openStream(): ClientDuplexStream<CheckStreamRequest, CheckStreamResponse> {
+    if (this.stream) return this.stream;
+    const stream = this.client.checkStream(new Metadata());
+    this.stream = stream;
+    const gone = (reason: string): void => {
+      if (this.stream !== stream) return;
+      this.stream = undefined;
+      this.failAll(reason);
+    };
+    stream.on("data", (message: CheckStreamResponse) => this.settle(message));
+    stream.on("error", (error: Error & { code?: number }) =>
+      gone(`decision service ${this.address}: ${error.message}`),
+    );
+    stream.on("end", () => {
+      gone(`decision service ${this.address} ended the stream`);
+      stream.end();
+    });
+    return stream;
+  }
+
+  private settle(message: CheckStreamResponse): void {
+    const id = Number(message.id);
+    const pending = this.pending.get(id);
+    if (!pending) return; // already timed out
+    this.pending.delete(id);
+    clearTimeout(pending.timer);
+    if (message.errorCode === 0 && message.check) {
+      pending.resolve(message.check);
+    } else {
+      const code = STATUS_CODES[message.errorCode] ?? "internal";
+      pending.reject(new GreyfleetError(code, message.errorMessage || `status ${message.errorCode}`));
+    }
+  }
+
+  private failAll(reason: string): void {
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new GreyfleetError("unavailable", reason));
+      this.pending.delete(id);
+    }
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * What a shim does around one Check: ask with a deadline, and when no answer comes (deadline,
+ * service down, an error) apply the shim's failure mode instead, counted and logged at most once
+ * per interval. Outgoing mail (an authenticated client) is never deferred by the failure mode.
+ */
+import { Action, type CheckRequest, type CheckResponse, Reason } from "../contract/gen/greyfleet/v1/greylist";
+import type { Decider } from "./decider";
+import { describeError, GreyfleetError } from "./errors";
+import { type Logger, RateLimitedLog } from "./logging";
+import type { ShimMetrics } from "./shim-metrics";
+
+/** The reply under the tempfail failure mode when the decision service does not answer. */
+const UNAVAILABLE_DEFER: CheckResponse = Object.freeze({
+  action: Action.ACTION_DEFER,
+  reason: Reason.REASON_DECISION_SERVICE_UNAVAILABLE,
+  retryAfterSeconds: 0,
+  smtpCode: 451,
+  enhancedStatusCode: "4.3.0",
+  smtpText: "Greylisting service temporarily unavailable, please try again later",
+  xGreylistHeader: "",
+  delayedSeconds: 0,
+});
+
+const UNAVAILABLE_ACCEPT: CheckResponse = Object.freeze({
+  action: Action.ACTION_ACCEPT,
+  reason: Reason.REASON_DECISION_SERVICE_UNAVAILABLE,
+  retryAfterSeconds: 0,
+  smtpCode: 0,
+  enhancedStatusCode: "",
+  smtpText: "",
+  xGreylistHeader: "",
+  delayedSeconds: 0,
+});
+
+/** Asks a Decider on behalf of one shim, with its deadline and failure mode. */
+export class ShimDecisions {
+  private readonly failureLog: RateLimitedLog;
+
+  constructor(
+    private readonly decider: Decider,
+    private readonly options: {
+      readonly shim: "policy" | "milter";
+      readonly timeoutMs: number;
+      readonly failureMode: "open" | "tempfail";
+      readonly failureLogIntervalMs: number;
+      readonly metrics: ShimMetrics;
+      readonly log: Logger;
+    },
+  ) {
+    this.failureLog = new RateLimitedLog(options.failureLogIntervalMs);
+  }
+
+  /** The decision for `request`; never rejects. */
+  async decide(request: CheckRequest): Promise<CheckResponse> {
+    const started = performance.now();
+    try {
+      const response = await this.decider.check(request, { deadlineMs: Date.now() + this.options.timeoutMs });
+      this.options.metrics.decisionCall((performance.now() - started) / 1000);
+      return response;
+    } catch (thrown) {
+      const error = GreyfleetError.from(thrown);
+      const cause = error.code === "invalid_argument" ? "invalid_request" : error.code;
+      const { failureMode, metrics, log, shim } = this.options;
+      metrics.failureMode(failureMode, cause);
+      this.failureLog.maybe((suppressed) =>
+        log.warn("no decision: failure mode decides", {
+          shim,
+          failure_mode: failureMode,
+          cause,
+          error: describeError(thrown),
+          suppressed_since_last: suppressed,
+        }),
+      );
+      const outgoing = request.saslUsername !== "";
+      return failureMode === "open" || outgoing ? UNAVAILABLE_ACCEPT : UNAVAILABLE_DEFER;
+    }
+  }
+}

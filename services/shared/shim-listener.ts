@@ -1,0 +1,64 @@
+/**
+ * The TCP or unix-socket listener both shims use: per-connection idle timeout, TCP_NODELAY, a
+ * count of open connections, and a graceful stop that lets each connection finish what it is
+ * doing (the connection handler says when it is idle) before closing it.
+ */
+import { existsSync, unlinkSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import { boundAddress, splitHostPort } from "./listen";
+import type { ShimMetrics } from "./shim-metrics";
+
+/** What a shim does with one accepted connection. */
+export interface ConnectionHandler {
+  /** Resolves when the connection has no request in progress (for a graceful stop). */
+  idle(): Promise<void>;
+}
+
+/** A listening shim. */
+export interface ShimListener {
+  /** "host:port" or "unix:/path". */
+  readonly address: string;
+  /** Stops accepting; waits up to `graceMs` for connections to go idle; closes them all. */
+  stop(graceMs: number): Promise<void>;
+}
+
+/** Listens on HOST:PORT or unix:/path and hands every connection to `handle`. */
+export async function listenShim(options: {
+  listen: string;
+  idleTimeoutMs: number;
+  metrics: ShimMetrics;
+  handle: (socket: Socket) => ConnectionHandler;
+}): Promise<ShimListener> {
+  const connections = new Map<Socket, ConnectionHandler>();
+  const server: Server = createServer({ noDelay: true }, (socket) => {
+    options.metrics.connectionOpened();
+    socket.setTimeout(options.idleTimeoutMs, () => socket.destroy());
+    socket.once("close", () => {
+      connections.delete(socket);
+      options.metrics.connectionClosed();
+    });
+    connections.set(socket, options.handle(socket));
+  });
+  const unixPath = options.listen.startsWith("unix:") ? options.listen.slice("unix:".length) : undefined;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error) => reject(new Error(`listen ${options.listen}: ${error.message}`)));
+    if (unixPath) {
+      // A socket file left by a crashed run would make listen() fail with EADDRINUSE.
+      if (existsSync(unixPath)) unlinkSync(unixPath);
+      server.listen(unixPath, resolve);
+    } else {
+      const { host, port } = splitHostPort(options.listen);
+      server.listen(port, host, resolve);
+    }
+  });
+  return {
+    address: unixPath ? options.listen : boundAddress(server),
+    async stop(graceMs: number): Promise<void> {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const settled = Promise.all([...connections.values()].map((connection) => connection.idle()));
+      await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, graceMs).unref())]);
+      for (const socket of connections.keys()) socket.destroy();
+      await closed;
+    },
+  };
+}
