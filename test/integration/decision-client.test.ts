@@ -1,0 +1,98 @@
+/** The shims' streaming gRPC client against a real decision service process. */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Action, Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
+import { GrpcDecider } from "../../services/shared/decision-client";
+import { GreyfleetError } from "../../services/shared/errors";
+import { rcpt } from "../support/engine";
+import { GreyfleetProcess } from "../support/greyfleet-process";
+import { freePort } from "../support/ports";
+import { waitFor } from "../support/wait";
+
+function rejectsWith(code: string) {
+  return (error: unknown) => {
+    assert.ok(error instanceof GreyfleetError, String(error));
+    assert.equal(error.code, code);
+    return true;
+  };
+}
+
+describe("GrpcDecider", () => {
+  let port: number;
+  let service: GreyfleetProcess;
+  let decider: GrpcDecider;
+  const start = () =>
+    GreyfleetProcess.start([
+      "serve",
+      "--store",
+      "memory:",
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--metrics-listen",
+      "",
+      "--shutdown-grace",
+      "5s",
+    ]);
+
+  before(async () => {
+    port = await freePort();
+    service = await start();
+    decider = new GrpcDecider(`127.0.0.1:${port}`, 1_000);
+  });
+  after(async () => {
+    decider?.close();
+    await service?.stop();
+  });
+
+  it("answers many concurrent checks on one stream, each with its own answer", async () => {
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => decider.check(rcpt({ recipient: `r${i % 100}@example.com` }))),
+    );
+    const reasons = responses.map((r) => r.reason);
+    assert.equal(reasons.filter((r) => r === Reason.REASON_NEW_TRIPLET).length, 100);
+    assert.equal(reasons.filter((r) => r === Reason.REASON_TOO_EARLY).length, 100);
+  });
+
+  it("fails an invalid check alone; the stream goes on", async () => {
+    await assert.rejects(decider.check(rcpt({ clientAddress: "nope" })), rejectsWith("invalid_argument"));
+    assert.equal((await decider.check(rcpt({ recipient: "after-invalid@example.com" }))).action, Action.ACTION_DEFER);
+  });
+
+  it("gives up at the deadline when the service stops answering, and works again when it resumes", async () => {
+    service.child.kill("SIGSTOP");
+    try {
+      const started = Date.now();
+      await assert.rejects(
+        decider.check(rcpt({ recipient: "frozen@example.com" }), { deadlineMs: Date.now() + 200 }),
+        rejectsWith("deadline_exceeded"),
+      );
+      assert.ok(Date.now() - started < 1_000);
+    } finally {
+      service.child.kill("SIGCONT");
+    }
+    assert.equal((await decider.check(rcpt({ recipient: "thawed@example.com" }))).action, Action.ACTION_DEFER);
+  });
+
+  it("fails fast while the service is down and reconnects by itself when it is back", async () => {
+    assert.equal(await service.stop("SIGKILL"), null);
+    await assert.rejects(decider.check(rcpt({ recipient: "down@example.com" })), rejectsWith("unavailable"));
+    service = await start();
+    const response = await waitFor("the client to reconnect", () =>
+      decider.check(rcpt({ recipient: "back@example.com" })).catch(() => undefined),
+    );
+    assert.equal(response.reason, Reason.REASON_NEW_TRIPLET);
+  });
+
+  it("gets answers for checks in flight when the service shuts down gracefully", async () => {
+    const inFlight = Array.from({ length: 50 }, (_, i) => decider.check(rcpt({ recipient: `drain${i}@example.com` })));
+    const exit = service.stop("SIGTERM");
+    const settled = await Promise.allSettled(inFlight);
+    // Each either was answered or was refused as the service shut down: none hangs.
+    for (const result of settled) {
+      if (result.status === "fulfilled") assert.equal(result.value.action, Action.ACTION_DEFER);
+      else rejectsWith("unavailable")(result.reason);
+    }
+    assert.equal(await exit, 0);
+    service = await start();
+  });
+});
