@@ -13,7 +13,8 @@ import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
 import { H2GrpcClient } from "./h2-client";
 import { canPin, cpuSeconds, median, percentile, printTable, runJsonWorker, type Started, startProcess } from "./lib";
-import { triplet, type WorkerOptions, type WorkerResult } from "./load-worker";
+import type { WorkerOptions, WorkerResult } from "./load-worker";
+import { triplet } from "./mix";
 
 /** Benchmark knobs, from the command line. */
 export interface DecisionBenchOptions {

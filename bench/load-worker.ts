@@ -8,8 +8,9 @@
  *
  * Usage: node dist/bench/load-worker.js '<json WorkerOptions>'
  */
-import { CheckRequest, CheckResponse, ProtocolState } from "../services/contract/gen/greyfleet/v1/greylist";
+import { CheckRequest, CheckResponse } from "../services/contract/gen/greyfleet/v1/greylist";
 import { H2GrpcClient } from "./h2-client";
+import { Mix, triplet } from "./mix";
 
 /** What the coordinator asks of one worker. */
 export interface WorkerOptions {
@@ -38,49 +39,16 @@ export interface WorkerResult {
 
 const PATH = "/greyfleet.v1.GreylistService/Check";
 
-/** The i-th triplet of a worker's space: network, sender and recipient derived from i. */
-export function triplet(workerId: number, i: number, kind: "known" | "new"): CheckRequest {
-  const net = i % 50_000;
-  return CheckRequest.fromPartial({
-    clientAddress: `10.${(net >> 8) & 0xff}.${net & 0xff}.${(i * 7) % 250}`,
-    clientName: `mta${net}.example.net`,
-    heloName: `mta${net}.example.net`,
-    sender: `${kind}-sender-${workerId}-${i}@example.org`,
-    recipient: `user${i % 997}@example.com`,
-    protocolState: ProtocolState.PROTOCOL_STATE_RCPT,
-    queueId: "4Xb2Q31cDhz9sF",
-    instance: "42cb.6b08bf55.1a52a.0",
-    mtaId: `mx${workerId}`,
-  });
-}
-
 async function run(options: WorkerOptions): Promise<WorkerResult> {
   const client = await H2GrpcClient.open(options.target, PATH);
   const latenciesUs: number[] = [];
   const actions: Record<string, number> = {};
   let calls = 0;
   let errors = 0;
-  let fresh = 0;
-  const sentAt: number[] = []; // fresh triplets by index: when first sent (ms)
   const started = Date.now();
   const endAt = started + options.seconds * 1000;
-
-  // The mix: 35% a new triplet, 25% a retry of an earlier new one, 40% a known triplet.
-  const next = (): CheckRequest => {
-    const roll = Math.random();
-    if (roll < 0.4 && options.knownTriplets > 0) {
-      return triplet(options.workerId, Math.floor(Math.random() * options.knownTriplets), "known");
-    }
-    if (roll < 0.65 && fresh > 0) {
-      // Prefer one old enough to pass; otherwise an early retry.
-      const cutoff = Date.now() - options.delayMs;
-      let i = Math.floor(Math.random() * fresh);
-      for (let probe = 0; probe < 4 && (sentAt[i] ?? 0) > cutoff; probe++) i = Math.floor(Math.random() * fresh);
-      return triplet(options.workerId, 1_000_000 + i, "new");
-    }
-    sentAt[fresh] = Date.now();
-    return triplet(options.workerId, 1_000_000 + fresh++, "new");
-  };
+  const mix = new Mix(options.workerId, options.knownTriplets, options.delayMs);
+  const next = (): CheckRequest => mix.next();
 
   const one = async (): Promise<void> => {
     const t0 = process.hrtime.bigint();

@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { benchDecision } from "./decision-bench";
+import { benchPolicy } from "./policy-bench";
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -14,6 +15,7 @@ async function main(): Promise<void> {
       workers: { type: "string", default: "1" },
       runs: { type: "string", default: "3" },
       "known-triplets": { type: "string", default: "5000" },
+      connections: { type: "string", default: "8" },
     },
   });
   const number = (name: keyof typeof values): number => {
@@ -21,7 +23,7 @@ async function main(): Promise<void> {
     if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} must be a positive whole number`);
     return value;
   };
-  const sections = positionals.length > 0 ? positionals : ["decision"];
+  const sections = positionals.length > 0 ? positionals : ["decision", "policy"];
   for (const section of sections) {
     if (section === "decision") {
       await benchDecision({
@@ -31,8 +33,15 @@ async function main(): Promise<void> {
         runs: number("runs"),
         knownTriplets: number("known-triplets"),
       });
+    } else if (section === "policy") {
+      await benchPolicy({
+        seconds: number("seconds"),
+        connections: number("connections"),
+        runs: number("runs"),
+        knownTriplets: number("known-triplets"),
+      });
     } else {
-      throw new Error(`unknown benchmark "${section}" (decision)`);
+      throw new Error(`unknown benchmark "${section}" (decision, policy)`);
     }
   }
 }

@@ -9,6 +9,10 @@ import { join } from "node:path";
 const SYSTEM_COMMANDS = [
   ["redis-server", "redis-server"],
   ["redis-cli", "redis-tools"],
+  ["postfix", "postfix"],
+  ["swaks", "swaks"],
+  ["miltertest", "miltertest"],
+  ["script", "bsdutils"],
 ];
 
 function run(command, args, options = {}) {
@@ -31,10 +35,12 @@ function ensureSystemPackages() {
   }
   console.log(`npm test: installing ${missing.join(" ")}`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  // Postfix asks what kind of mail system this is; the tests run their own private instances.
+  spawnSync("debconf-set-selections", { input: "postfix postfix/main_mailer_type select No configuration\n" });
   if (run("apt-get", ["update", "-qq"], { env }) !== 0) process.exit(1);
   if (run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env }) !== 0) process.exit(1);
-  // Debian starts the packaged redis-server on 6379; the tests start their own on free ports.
-  for (const service of ["redis-server"]) spawnSync("service", [service, "stop"], { stdio: "ignore" });
+  // Debian starts the packaged servers; the tests start their own on free ports.
+  for (const service of ["redis-server", "postfix"]) spawnSync("service", [service, "stop"], { stdio: "ignore" });
 }
 
 function findTests(dir) {

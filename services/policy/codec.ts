@@ -3,6 +3,7 @@
  * is `name=value` lines ending in LF and terminated by an empty line; a reply is
  * `action=<access(5) action>` and an empty line. No I/O: bytes in, values or error values out.
  */
+import { isUtf8 } from "node:buffer";
 
 /** Attribute names exactly as Postfix sends them (SMTPD_POLICY_README); each key is its wire name. */
 export const POLICY_ATTRIBUTE = {
@@ -84,7 +85,6 @@ const CR = 0x0d;
 const TAB = 0x09;
 const NAME = /^[a-z0-9_]+$/i;
 // ignoreBOM keeps a leading U+FEFF, so a BOM is refused as part of a name instead of vanishing.
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Printable rendering of the first PREVIEW_BYTES of peer input, for error messages. */
 function preview(bytes: Uint8Array): string {
@@ -185,16 +185,15 @@ export class PolicyDecoder {
     if (this.attributeLines > this.limits.maxAttributes) {
       return new PolicyProtocolError("too_many_attributes", `more than ${this.limits.maxAttributes} attributes`);
     }
-    const bad = line.findIndex((byte) => (byte < 0x20 && byte !== TAB) || byte === 0x7f);
-    if (bad !== -1) {
-      return new PolicyProtocolError("binary_data", `control byte at offset ${bad} in line ${preview(line)}`);
+    // A plain loop and a native UTF-8 check: this runs for every line of every request.
+    for (let i = 0; i < line.length; i++) {
+      const byte = line[i] as number;
+      if ((byte < 0x20 && byte !== TAB) || byte === 0x7f) {
+        return new PolicyProtocolError("binary_data", `control byte at offset ${i} in line ${preview(line)}`);
+      }
     }
-    let text: string;
-    try {
-      text = utf8.decode(line);
-    } catch {
-      return new PolicyProtocolError("invalid_utf8", `line is not UTF-8: ${preview(line)}`);
-    }
+    if (!isUtf8(line)) return new PolicyProtocolError("invalid_utf8", `line is not UTF-8: ${preview(line)}`);
+    const text = Buffer.from(line.buffer, line.byteOffset, line.length).toString("utf8");
     // Values may contain "=": split at the first one (attr_scan_plain.c).
     const eq = text.indexOf("=");
     const name = eq === -1 ? "" : text.slice(0, eq);
@@ -236,40 +235,50 @@ const COUNT = /^[0-9]{1,15}$/;
 
 /** Turns decoded attributes into a PolicyRequest, or an error value for another request type or a bad count. */
 export function toPolicyRequest(attributes: ReadonlyMap<string, string>): PolicyRequest | PolicyProtocolError {
-  const get = (name: keyof typeof POLICY_ATTRIBUTE): string => attributes.get(POLICY_ATTRIBUTE[name]) ?? "";
-  const request = get("request");
+  const request = attributes.get(POLICY_ATTRIBUTE.request) ?? "";
   if (request !== SMTPD_ACCESS_POLICY) {
     const shown = preview(Buffer.from(request));
     return new PolicyProtocolError("unsupported_request", `request must be ${SMTPD_ACCESS_POLICY}, got ${shown}`);
   }
-  const counts = { recipient_count: 0, size: 0 };
-  for (const name of ["recipient_count", "size"] as const) {
-    const value = get(name);
-    if (value !== "" && !COUNT.test(value)) {
-      return new PolicyProtocolError("invalid_attribute", `${name} is not a count: ${preview(Buffer.from(value))}`);
-    }
-    counts[name] = value === "" ? 0 : Number(value);
-  }
+  const recipientCount = count(attributes, "recipient_count");
+  if (typeof recipientCount !== "number") return recipientCount;
+  const size = count(attributes, "size");
+  if (typeof size !== "number") return size;
+  const text = (name: TextAttribute): string => attributes.get(name) ?? "";
   return {
-    ...counts,
     request,
-    protocol_state: get("protocol_state"),
-    protocol_name: get("protocol_name"),
-    client_address: get("client_address"),
-    client_name: get("client_name"),
-    reverse_client_name: get("reverse_client_name"),
-    helo_name: get("helo_name"),
-    sender: get("sender"),
-    recipient: get("recipient"),
-    queue_id: get("queue_id"),
-    instance: get("instance"),
-    sasl_method: get("sasl_method"),
-    sasl_username: get("sasl_username"),
-    sasl_sender: get("sasl_sender"),
-    server_address: get("server_address"),
-    server_port: get("server_port"),
-    policy_context: get("policy_context"),
+    protocol_state: text("protocol_state"),
+    protocol_name: text("protocol_name"),
+    client_address: text("client_address"),
+    client_name: text("client_name"),
+    reverse_client_name: text("reverse_client_name"),
+    helo_name: text("helo_name"),
+    sender: text("sender"),
+    recipient: text("recipient"),
+    recipient_count: recipientCount,
+    queue_id: text("queue_id"),
+    instance: text("instance"),
+    size,
+    sasl_method: text("sasl_method"),
+    sasl_username: text("sasl_username"),
+    sasl_sender: text("sasl_sender"),
+    server_address: text("server_address"),
+    server_port: text("server_port"),
+    policy_context: text("policy_context"),
   };
+}
+
+/** A count attribute: "" is 0; anything but decimal digits is an error value. */
+function count(
+  attributes: ReadonlyMap<string, string>,
+  name: "recipient_count" | "size",
+): number | PolicyProtocolError {
+  const value = attributes.get(name) ?? "";
+  if (value === "") return 0;
+  if (!COUNT.test(value)) {
+    return new PolicyProtocolError("invalid_attribute", `${name} is not a count: ${preview(Buffer.from(value))}`);
+  }
+  return Number(value);
 }
 
 /** Longest action text in UTF-8 bytes, so that `action=<text>\n\n` stays under 1000 bytes. */

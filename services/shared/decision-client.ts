@@ -12,9 +12,13 @@ import {
   type CheckStreamRequest,
   type CheckStreamResponse,
   GreylistServiceClient,
+  type StreamedCheck,
 } from "../contract/gen/greyfleet/v1/greylist";
 import type { CheckOptions, Decider } from "./decider";
 import { type ErrorCode, GreyfleetError } from "./errors";
+
+/** Checks per CheckStreamRequest at most (the contract's limit). */
+const MAX_CHECKS_PER_MESSAGE = 256;
 
 /** Channel options: reconnect quickly (grpc-js backs off up to 120 s by default). */
 const CHANNEL_OPTIONS = {
@@ -43,6 +47,7 @@ export class GrpcDecider implements Decider {
   private readonly client: GreylistServiceClient;
   private stream: ClientDuplexStream<CheckStreamRequest, CheckStreamResponse> | undefined;
   private readonly pending = new Map<number, Pending>();
+  private batch: StreamedCheck[] = [];
   private nextId = 1;
   private closed = false;
 
@@ -66,7 +71,8 @@ export class GrpcDecider implements Decider {
         reject(new GreyfleetError("deadline_exceeded", `no answer from ${this.address} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
-      stream.write({ id, check: request, timeoutMs });
+      // Checks asked in one turn of the event loop go out in one message.
+      if (this.batch.push({ id, check: request, timeoutMs }) === 1) setImmediate(() => this.flush(stream));
     });
   }
 
@@ -98,17 +104,29 @@ export class GrpcDecider implements Decider {
     return stream;
   }
 
+  /** Sends the waiting checks, at most MAX_CHECKS_PER_MESSAGE to a message. */
+  private flush(stream: ClientDuplexStream<CheckStreamRequest, CheckStreamResponse>): void {
+    const checks = this.batch;
+    this.batch = [];
+    if (this.stream !== stream) return; // that stream broke: its checks have failed already
+    for (let start = 0; start < checks.length; start += MAX_CHECKS_PER_MESSAGE) {
+      stream.write({ checks: checks.slice(start, start + MAX_CHECKS_PER_MESSAGE) });
+    }
+  }
+
   private settle(message: CheckStreamResponse): void {
-    const id = Number(message.id);
-    const pending = this.pending.get(id);
-    if (!pending) return; // already timed out
-    this.pending.delete(id);
-    clearTimeout(pending.timer);
-    if (message.errorCode === 0 && message.check) {
-      pending.resolve(message.check);
-    } else {
-      const code = STATUS_CODES[message.errorCode] ?? "internal";
-      pending.reject(new GreyfleetError(code, message.errorMessage || `status ${message.errorCode}`));
+    for (const answer of message.answers) {
+      const id = Number(answer.id);
+      const pending = this.pending.get(id);
+      if (!pending) continue; // already timed out
+      this.pending.delete(id);
+      clearTimeout(pending.timer);
+      if (answer.errorCode === 0 && answer.check) {
+        pending.resolve(answer.check);
+      } else {
+        const code = STATUS_CODES[answer.errorCode] ?? "internal";
+        pending.reject(new GreyfleetError(code, answer.errorMessage || `status ${answer.errorCode}`));
+      }
     }
   }
 

@@ -6,6 +6,7 @@ import type {
   CheckStreamRequest,
   CheckStreamResponse,
   GreylistServiceServer,
+  StreamedAnswer,
 } from "../../contract/gen/greyfleet/v1/greylist";
 import type { Decider } from "../../shared/decider";
 import { describeError, type ErrorCode, GreyfleetError } from "../../shared/errors";
@@ -21,6 +22,8 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
 
 /** Checks in flight on one CheckStream beyond this are refused with RESOURCE_EXHAUSTED. */
 export const MAX_IN_FLIGHT_PER_STREAM = 1024;
+/** Checks in one CheckStreamRequest beyond this are refused with INVALID_ARGUMENT (the contract's limit). */
+export const MAX_CHECKS_PER_MESSAGE = 256;
 
 /** The call's deadline as epoch ms, or undefined when the caller set none. */
 export function deadlineMs(call: ServerUnaryCall<unknown, unknown>): number | undefined {
@@ -57,40 +60,53 @@ export function greylistService(engine: Decider, log: Logger): GreylistServiceHa
   };
 
   const checkStream = (call: ServerDuplexStream<CheckStreamRequest, CheckStreamResponse>): void => {
-    const state: StreamState = { call, inFlight: 0, ended: false, idle: undefined };
+    const state: StreamState = { call, inFlight: 0, ended: false, idle: undefined, batch: [] };
     streams.add(state);
     const finish = (): void => {
       if (state.ended || state.inFlight > 0 || !(draining || call.readableEnded)) return;
+      flush(state);
       state.ended = true;
       streams.delete(state);
       call.end();
       state.idle?.();
     };
-    const answer = (response: CheckStreamResponse): void => {
+    const answer = (item: StreamedAnswer): void => {
       state.inFlight--;
-      if (!call.cancelled && !state.ended) call.write(response);
+      // Answers completing in one turn of the event loop go out in one message.
+      if (state.batch.push(item) === 1) setImmediate(() => flush(state));
       finish();
     };
     call.on("data", (message: CheckStreamRequest) => {
-      state.inFlight++;
-      const { id } = message;
-      if (draining || state.inFlight > MAX_IN_FLIGHT_PER_STREAM || !message.check) {
-        const [code, text] = draining
+      const tooMany = message.checks.length > MAX_CHECKS_PER_MESSAGE;
+      for (const { id, check, timeoutMs } of message.checks) {
+        state.inFlight++;
+        const refusal: [status, string] | undefined = draining
           ? [status.UNAVAILABLE, "the decision service is shutting down"]
-          : !message.check
-            ? [status.INVALID_ARGUMENT, "check is required"]
-            : [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`];
-        answer({ id, check: undefined, errorCode: code, errorMessage: text });
-        return;
+          : tooMany
+            ? [status.INVALID_ARGUMENT, `more than ${MAX_CHECKS_PER_MESSAGE} checks in one message`]
+            : state.inFlight > MAX_IN_FLIGHT_PER_STREAM
+              ? [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`]
+              : !check
+                ? [status.INVALID_ARGUMENT, "check is required"]
+                : undefined;
+        if (refusal || !check) {
+          answer({
+            id,
+            check: undefined,
+            errorCode: refusal?.[0] ?? status.INVALID_ARGUMENT,
+            errorMessage: refusal?.[1] ?? "",
+          });
+          continue;
+        }
+        const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
+        engine.check(check, { deadlineMs: deadline }).then(
+          (response) => answer({ id, check: response, errorCode: 0, errorMessage: "" }),
+          (thrown: unknown) => {
+            const error = failed(thrown);
+            answer({ id, check: undefined, errorCode: GRPC_STATUS[error.code], errorMessage: error.message });
+          },
+        );
       }
-      const deadline = message.timeoutMs > 0 ? Date.now() + message.timeoutMs : undefined;
-      engine.check(message.check, { deadlineMs: deadline }).then(
-        (response) => answer({ id, check: response, errorCode: 0, errorMessage: "" }),
-        (thrown: unknown) => {
-          const error = failed(thrown);
-          answer({ id, check: undefined, errorCode: GRPC_STATUS[error.code], errorMessage: error.message });
-        },
-      );
     });
     call.on("end", finish);
     call.on("error", () => {
@@ -111,6 +127,7 @@ export function greylistService(engine: Decider, log: Logger): GreylistServiceHa
             new Promise<void>((resolve) => {
               state.idle = resolve;
               if (state.inFlight === 0) {
+                flush(state);
                 state.ended = true;
                 streams.delete(state);
                 state.call.end();
@@ -130,4 +147,14 @@ interface StreamState {
   ended: boolean;
   /** Resolves a pending drain() when the stream has ended. */
   idle: (() => void) | undefined;
+  /** Answers waiting to go out together. */
+  batch: StreamedAnswer[];
+}
+
+/** Writes the waiting answers of a stream as one message. */
+function flush(state: StreamState): void {
+  if (state.batch.length === 0) return;
+  const answers = state.batch;
+  state.batch = [];
+  if (!state.call.cancelled && !state.ended) state.call.write({ answers });
 }

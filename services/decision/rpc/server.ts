@@ -16,8 +16,11 @@ import { greylistService } from "./greylist-service";
 /** The service name clients and health checks use. */
 export const GREYLIST_SERVICE_NAME = "greyfleet.v1.GreylistService";
 
-/** A CheckRequest is a few hundred bytes: anything over this is refused before decoding. */
-const MAX_MESSAGE_BYTES = 16 * 1024;
+/**
+ * A CheckRequest is a few hundred bytes and a CheckStream message carries at most 256 of them
+ * (each field bounded by validation): anything over this is refused before decoding.
+ */
+const MAX_MESSAGE_BYTES = 1024 * 1024;
 
 /** A running gRPC server and its health reporting. */
 export interface DecisionServer {

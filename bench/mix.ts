@@ -1,0 +1,54 @@
+/**
+ * The benchmarks' traffic: a realistic mix of greylisting questions. 40% are triplets that have
+ * passed before (known correspondents), 25% are retries of earlier new triplets (early, or late
+ * enough to pass), 35% are first attempts of new triplets, from 50,000 client networks.
+ */
+import { CheckRequest, ProtocolState } from "../services/contract/gen/greyfleet/v1/greylist";
+
+/** The i-th triplet of a worker's space: network, sender and recipient derived from i. */
+export function triplet(workerId: number, i: number, kind: "known" | "new"): CheckRequest {
+  const net = i % 50_000;
+  return CheckRequest.fromPartial({
+    clientAddress: `10.${(net >> 8) & 0xff}.${net & 0xff}.${(i * 7) % 250}`,
+    clientName: `mta${net}.example.net`,
+    heloName: `mta${net}.example.net`,
+    sender: `${kind}-sender-${workerId}-${i}@example.org`,
+    recipient: `user${i % 997}@example.com`,
+    protocolState: ProtocolState.PROTOCOL_STATE_RCPT,
+    queueId: "4Xb2Q31cDhz9sF",
+    instance: "42cb.6b08bf55.1a52a.0",
+    mtaId: `mx${workerId}`,
+  });
+}
+
+/** Picks the next question of one worker's mix; keeps the state it needs for retries. */
+export class Mix {
+  private fresh = 0;
+  /** When each fresh triplet was first sent (epoch ms), by index. */
+  private readonly sentAt: number[] = [];
+
+  constructor(
+    private readonly workerId: number,
+    /** Triplets 0..knownTriplets-1 of kind "known" were seeded to pass before the run. */
+    private readonly knownTriplets: number,
+    /** The service's greylisting delay: retries older than this pass. */
+    private readonly delayMs: number,
+  ) {}
+
+  next(): CheckRequest {
+    const roll = Math.random();
+    if (roll < 0.4 && this.knownTriplets > 0) {
+      return triplet(this.workerId, Math.floor(Math.random() * this.knownTriplets), "known");
+    }
+    if (roll < 0.65 && this.fresh > 0) {
+      // Prefer one old enough to pass; otherwise it is an early retry.
+      const cutoff = Date.now() - this.delayMs;
+      let i = Math.floor(Math.random() * this.fresh);
+      for (let probe = 0; probe < 4 && (this.sentAt[i] ?? 0) > cutoff; probe++)
+        i = Math.floor(Math.random() * this.fresh);
+      return triplet(this.workerId, 1_000_000 + i, "new");
+    }
+    this.sentAt[this.fresh] = Date.now();
+    return triplet(this.workerId, 1_000_000 + this.fresh++, "new");
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * The policy benchmark: Postfix's load pattern (a few persistent connections, one request in
+ * flight on each) through the whole chain (load -> `greyfleet policy` -> `greyfleet serve` ->
+ * Redis) and, in the same run with the same load, against postgrey (Debian package, started here
+ * on a free port with its own database directory). Nothing is pinned: each side uses the machine
+ * as it would in production.
+ */
+import { execFileSync } from "node:child_process";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { projectFile } from "../services/shared/paths";
+import { freePort } from "../test/support/ports";
+import { cpuSeconds, median, percentile, printTable, runJsonWorker, type Started, startProcess } from "./lib";
+import type { PolicyWorkerOptions, PolicyWorkerResult } from "./policy-worker";
+
+/** Benchmark knobs, from the command line. */
+export interface PolicyBenchOptions {
+  readonly seconds: number;
+  readonly connections: number;
+  readonly runs: number;
+  readonly knownTriplets: number;
+}
+
+const DELAY_SECONDS = 2;
+const WORKER = projectFile("dist/bench/policy-worker.js");
+const CLI = projectFile("dist/services/cli/main.js");
+
+interface Measured {
+  readonly requestsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly cpuCores: number;
+  readonly actions: Record<string, number>;
+}
+
+async function waitForPort(address: string): Promise<void> {
+  const colon = address.lastIndexOf(":");
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(Number(address.slice(colon + 1)), address.slice(0, colon), () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${address} did not open`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function worker(target: string, options: PolicyBenchOptions, extra: Partial<PolicyWorkerOptions>) {
+  return runJsonWorker<PolicyWorkerResult>(WORKER, {
+    target,
+    workerId: 0,
+    connections: options.connections,
+    seconds: options.seconds,
+    knownTriplets: options.knownTriplets,
+    delayMs: DELAY_SECONDS * 1000,
+    ...extra,
+  } satisfies PolicyWorkerOptions);
+}
+
+async function measure(target: string, processes: readonly Started[], options: PolicyBenchOptions): Promise<Measured> {
+  const pids = processes.map((p) => p.child.pid ?? 0);
+  const cpu0 = pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const started = Date.now();
+  const result = await worker(target, options, {});
+  const elapsed = (Date.now() - started) / 1000;
+  const latencies = [...result.latenciesUs].sort((a, b) => a - b);
+  return {
+    requestsPerSecond: result.requests / result.seconds,
+    p50Ms: percentile(latencies, 50) / 1000,
+    p99Ms: percentile(latencies, 99) / 1000,
+    cpuCores: (pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - cpu0) / elapsed,
+    actions: result.actions,
+  };
+}
+
+async function benchTarget(
+  name: string,
+  target: string,
+  processes: readonly Started[],
+  options: PolicyBenchOptions,
+): Promise<Measured> {
+  await waitForPort(target);
+  await worker(target, { ...options, connections: 8, seconds: 60 }, { seed: true });
+  await new Promise((resolve) => setTimeout(resolve, DELAY_SECONDS * 1000 + 200));
+  await worker(target, { ...options, connections: 8, seconds: 60 }, { seed: true });
+  const runs: Measured[] = [];
+  for (let run = 0; run < options.runs; run++) runs.push(await measure(target, processes, options));
+  const rates = runs.map((m) => m.requestsPerSecond);
+  process.stdout.write(`  ${name}: runs ${rates.map((r) => Math.round(r)).join(", ")} requests/s\n`);
+  return runs.find((m) => m.requestsPerSecond === median(rates)) ?? (runs[0] as Measured);
+}
+
+/** Runs the policy benchmark and prints its figures. */
+export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
+  process.stdout.write(
+    `policy protocol: ${options.connections} persistent connections, one request in flight each, ` +
+      `${options.seconds} s per run, median of ${options.runs} runs\n`,
+  );
+  const dir = mkdtempSync(join(tmpdir(), "greyfleet-policy-bench-"));
+  const started: Started[] = [];
+  try {
+    // postgrey drops privileges to its own user: its database directory must be that user's.
+    chmodSync(dir, 0o755);
+    const postgreyDb = join(dir, "postgrey");
+    mkdirSync(postgreyDb);
+    const uid = Number(execFileSync("id", ["-u", "postgrey"], { encoding: "utf8" }));
+    const gid = Number(execFileSync("id", ["-g", "postgrey"], { encoding: "utf8" }));
+    chownSync(postgreyDb, uid, gid);
+    const postgreyPort = await freePort();
+    const postgrey = await startProcess(
+      "postgrey",
+      [
+        `--inet=127.0.0.1:${postgreyPort}`,
+        `--dbdir=${postgreyDb}`,
+        `--delay=${DELAY_SECONDS}`,
+        `--pidfile=${join(dir, "postgrey.pid")}`,
+      ],
+      undefined,
+    );
+    started.push(postgrey);
+    const baseline = await benchTarget("postgrey 1.37", `127.0.0.1:${postgreyPort}`, [postgrey], options);
+    await postgrey.stop();
+
+    const redisPort = await freePort();
+    const redis = await startProcess(
+      "redis-server",
+      ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      /Ready to accept connections/,
+    );
+    started.push(redis);
+    const servicePort = await freePort();
+    const service = await startProcess(
+      process.execPath,
+      [CLI, "serve", "--store", `redis://127.0.0.1:${redisPort}`, "--listen", `127.0.0.1:${servicePort}`].concat([
+        "--metrics-listen",
+        "",
+        "--log-level",
+        "warn",
+        "--delay",
+        `${DELAY_SECONDS}s`,
+      ]),
+      undefined,
+    );
+    started.push(service);
+    await waitForPort(`127.0.0.1:${servicePort}`);
+    const policyPort = await freePort();
+    const policy = await startProcess(
+      process.execPath,
+      [CLI, "policy", "--decision", `127.0.0.1:${servicePort}`, "--listen", `127.0.0.1:${policyPort}`].concat([
+        "--metrics-listen",
+        "",
+        "--log-level",
+        "warn",
+      ]),
+      undefined,
+    );
+    started.push(policy);
+    const chain = await benchTarget(
+      "greyfleet (policy -> serve -> redis)",
+      `127.0.0.1:${policyPort}`,
+      [policy, service, redis],
+      options,
+    );
+
+    process.stdout.write("\n");
+    printTable(
+      ["target", "requests/s", "vs postgrey", "p50 ms", "p99 ms", "CPU cores (all its processes)", "replies"],
+      [
+        ["postgrey", baseline],
+        ["greyfleet", chain],
+      ].map(([name, m]) => {
+        const measured = m as Measured;
+        return [
+          name as string,
+          String(Math.round(measured.requestsPerSecond)),
+          `${(measured.requestsPerSecond / baseline.requestsPerSecond).toFixed(2)}x`,
+          measured.p50Ms.toFixed(2),
+          measured.p99Ms.toFixed(2),
+          measured.cpuCores.toFixed(2),
+          Object.entries(measured.actions)
+            .map(([action, count]) => `${action} ${count}`)
+            .join(", "),
+        ];
+      }),
+    );
+  } finally {
+    for (const process of started.reverse()) await process.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
