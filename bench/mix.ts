@@ -5,14 +5,18 @@
  */
 import { CheckRequest, ProtocolState } from "../services/contract/gen/greyfleet/v1/greylist";
 
-/** The i-th triplet of a worker's space: network, sender and recipient derived from i. */
-export function triplet(workerId: number, i: number, kind: "known" | "new"): CheckRequest {
+/**
+ * The i-th triplet of a worker's space: network, sender and recipient derived from i. "known"
+ * triplets are the same in every run (they are seeded once); "new" ones carry `run`, so a later
+ * run's first attempts are really new.
+ */
+export function triplet(workerId: number, i: number, kind: "known" | "new", run = ""): CheckRequest {
   const net = i % 50_000;
   return CheckRequest.fromPartial({
     clientAddress: `10.${(net >> 8) & 0xff}.${net & 0xff}.${(i * 7) % 250}`,
     clientName: `mta${net}.example.net`,
     heloName: `mta${net}.example.net`,
-    sender: `${kind}-sender-${workerId}-${i}@example.org`,
+    sender: `${kind}-sender-${workerId}${run}-${i}@example.org`,
     recipient: `user${i % 997}@example.com`,
     protocolState: ProtocolState.PROTOCOL_STATE_RCPT,
     queueId: "4Xb2Q31cDhz9sF",
@@ -24,6 +28,8 @@ export function triplet(workerId: number, i: number, kind: "known" | "new"): Che
 /** Picks the next question of one worker's mix; keeps the state it needs for retries. */
 export class Mix {
   private fresh = 0;
+  /** Distinguishes this run's new triplets from every earlier run's. */
+  private readonly run = `-${process.pid}${Date.now() % 100_000}`;
   /** When each fresh triplet was first sent (epoch ms), by index. */
   private readonly sentAt: number[] = [];
 
@@ -46,9 +52,9 @@ export class Mix {
       let i = Math.floor(Math.random() * this.fresh);
       for (let probe = 0; probe < 4 && (this.sentAt[i] ?? 0) > cutoff; probe++)
         i = Math.floor(Math.random() * this.fresh);
-      return triplet(this.workerId, 1_000_000 + i, "new");
+      return triplet(this.workerId, 1_000_000 + i, "new", this.run);
     }
     this.sentAt[this.fresh] = Date.now();
-    return triplet(this.workerId, 1_000_000 + this.fresh++, "new");
+    return triplet(this.workerId, 1_000_000 + this.fresh++, "new", this.run);
   }
 }

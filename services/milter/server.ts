@@ -20,6 +20,7 @@ import {
   type SessionState,
   transition,
 } from "./session";
+import { resolve } from "./session-support";
 
 /** How the milter shim is configured. */
 export interface MilterServerOptions {
@@ -146,7 +147,8 @@ class MilterConnection implements ConnectionHandler {
   }
 
   private onDecision(checkId: number, fields: CheckFields, decision: Decision): void {
-    this.options.metrics.answered(fields.stage, fields.localClient ? "local" : decision.action);
+    // Counted as answered: the session never defers some checks (see resolve), whatever came back.
+    this.options.metrics.answered(fields.stage, fields.localClient ? "local" : resolve(decision, fields).action);
     this.deciding = undefined;
     if (this.socket.destroyed) return;
     this.apply({ kind: "decision", checkId, decision });

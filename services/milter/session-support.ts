@@ -87,11 +87,17 @@ export function stripIpv6Label(address: string): string {
 }
 
 /**
- * The decision as applied: outgoing mail (authenticated or local) is never deferred, even by a
- * synthetic failure-mode defer from the server, so local users can always send.
+ * The decision as applied to the check it answers. Never deferred, even by a synthetic
+ * failure-mode defer from the server: outgoing mail (authenticated or local), so local users can
+ * always send; and the null sender at RCPT, which is decided at DATA so that sender-verification
+ * callouts (null sender, RCPT, QUIT) work while the decision service is down. Rejects stand.
  */
-export function resolve(decision: Decision, outgoing: boolean): Decision {
-  return outgoing && decision.action === "defer" ? { ...decision, action: "accept" } : decision;
+export function resolve(
+  decision: Decision,
+  check: Pick<CheckFields, "stage" | "sender" | "authenticated" | "localClient">,
+): Decision {
+  const exempt = check.authenticated || check.localClient || (check.stage === "rcpt" && check.sender === "");
+  return exempt && decision.action === "defer" ? { ...decision, action: "accept" } : decision;
 }
 
 const SEVERITY: Record<DecisionAction, number> = { accept: 0, defer: 1, reject: 2 };

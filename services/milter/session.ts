@@ -249,7 +249,12 @@ const HANDLERS: { readonly [K in MilterCommandKind]: Handler<K> } = {
 function onDecision(state: AwaitingState, decision: Decision): Transition {
   const { pending, message } = state;
   const base: MessageState = { phase: "message", conn: state.conn, client: state.client, helo: state.helo, message };
-  const outcome = resolve(decision, message.saslUsername !== "" || state.client.local);
+  const outcome = resolve(decision, {
+    stage: pending.step === "rcpt" ? "rcpt" : "data",
+    sender: message.sender,
+    authenticated: message.saslUsername !== "",
+    localClient: state.client.local,
+  });
   const xGreylist = message.xGreylist || (outcome.action === "accept" ? outcome.xGreylistHeader : "");
   if (pending.step === "rcpt") {
     if (outcome.action !== "accept") return { state: base, effects: [reply(replyFor(outcome))] };

@@ -1,9 +1,16 @@
 /**
  * What a shim does around one Check: ask with a deadline, and when no answer comes (deadline,
  * service down, an error) apply the shim's failure mode instead, counted and logged at most once
- * per interval. Outgoing mail (an authenticated client) is never deferred by the failure mode.
+ * per interval. Outgoing mail (an authenticated client) and the null sender at RCPT are never
+ * deferred by the failure mode.
  */
-import { Action, type CheckRequest, type CheckResponse, Reason } from "../contract/gen/greyfleet/v1/greylist";
+import {
+  Action,
+  type CheckRequest,
+  type CheckResponse,
+  ProtocolState,
+  Reason,
+} from "../contract/gen/greyfleet/v1/greylist";
 import type { Decider } from "./decider";
 import { describeError, GreyfleetError } from "./errors";
 import { type Logger, RateLimitedLog } from "./logging";
@@ -71,8 +78,11 @@ export class ShimDecisions {
           suppressed_since_last: suppressed,
         }),
       );
+      // Never deferred even now: outgoing mail, and the null sender at RCPT (it is decided at
+      // DATA, so sender-verification callouts, which stop after RCPT, always pass).
       const outgoing = request.saslUsername !== "";
-      return failureMode === "open" || outgoing ? UNAVAILABLE_ACCEPT : UNAVAILABLE_DEFER;
+      const nullSenderAtRcpt = request.sender === "" && request.protocolState !== ProtocolState.PROTOCOL_STATE_DATA;
+      return failureMode === "open" || outgoing || nullSenderAtRcpt ? UNAVAILABLE_ACCEPT : UNAVAILABLE_DEFER;
     }
   }
 }

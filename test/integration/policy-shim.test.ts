@@ -145,6 +145,7 @@ describe("policy shim", () => {
       "action=DEFER_IF_PERMIT Greylisting service temporarily unavailable, please try again later",
     );
     assert.equal(await closed.ask({ recipient: "down@example.com", sasl_username: "alice" }), "action=DUNNO");
+    assert.equal(await closed.ask({ recipient: "callout@example.com", sender: "" }), "action=DUNNO", "callouts pass");
     assert.ok(Date.now() - started < 2_000, "answered within the decision timeout, not Postfix's");
     const metrics = await (await fetch(`http://${tempfail.metricsAddress}/metrics`)).text();
     assert.match(

@@ -38,12 +38,17 @@ export class GreyfleetProcess {
     });
     const proc = new GreyfleetProcess(child, args);
     const ready = options.readyLine ?? /msg="greyfleet started"/;
-    await Promise.race([
-      waitFor(`greyfleet ${args[0]} to start`, () => proc.lines.some((line) => ready.test(line)), 15_000),
-      proc.exit.then((code) => {
-        throw new Error(`greyfleet ${args.join(" ")} exited with ${code}:\n${proc.lines.join("\n")}`);
-      }),
-    ]);
+    try {
+      await Promise.race([
+        waitFor(`greyfleet ${args[0]} to start`, () => proc.lines.some((line) => ready.test(line)), 15_000),
+        proc.exit.then((code) => {
+          throw new Error(`greyfleet ${args.join(" ")} exited with ${code}:\n${proc.lines.join("\n")}`);
+        }),
+      ]);
+    } catch (error) {
+      child.kill("SIGKILL"); // never leave a half-started process behind
+      throw error;
+    }
     return proc;
   }
 

@@ -322,6 +322,19 @@ describe("milter session: greylisting behaviour", () => {
     assert.deepEqual(next.replies, [CONT, CONT]);
   });
 
+  it("turns a fallback defer of the null sender at RCPT into CONTINUE, but keeps it at DATA", () => {
+    // A failure-mode answer may defer anything; callouts (null sender, RCPT, QUIT) must still pass.
+    const run = drive(cmds(...OPEN, mail(""), rcpt("a@example.com"), DATA), () =>
+      defer("Greylisting service temporarily unavailable", 451, "4.3.0"),
+    );
+    assert.deepEqual(run.replies, [
+      OPTNEG,
+      CONT,
+      CONT,
+      "replycode 451 4.3.0 Greylisting service temporarily unavailable\0",
+    ]);
+  });
+
   it("accepts the null sender at DATA when every recipient passes, then adds one X-Greylist", () => {
     const run = drive(cmds(...OPEN, mail(""), rcpt("a@example.com"), rcpt("b@example.com"), DATA, EOM), (r) =>
       r.stage === "rcpt" ? accept() : accept(`passed ${r.recipient}`),
