@@ -1,6 +1,7 @@
 /** Benchmark helpers: child processes, CPU readings, percentiles, tables. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { connect } from "node:net";
 import { createInterface } from "node:readline";
 
 /** Whether `taskset` exists: targets are pinned to CPU 0 and load generators to CPU 1 with it. */
@@ -96,4 +97,22 @@ export function runJsonWorker<T>(script: string, options: object, cpu?: number):
       else resolve(JSON.parse(out) as T);
     });
   });
+}
+
+/** Resolves once HOST:PORT accepts a TCP connection (at most 20 s). */
+export async function waitForPort(address: string): Promise<void> {
+  const colon = address.lastIndexOf(":");
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(Number(address.slice(colon + 1)), address.slice(0, colon), () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${address} did not open`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }

@@ -7,12 +7,20 @@
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
-import { cpuSeconds, median, percentile, printTable, runJsonWorker, type Started, startProcess } from "./lib";
+import {
+  cpuSeconds,
+  median,
+  percentile,
+  printTable,
+  runJsonWorker,
+  type Started,
+  startProcess,
+  waitForPort,
+} from "./lib";
 import type { PolicyWorkerOptions, PolicyWorkerResult } from "./policy-worker";
 
 /** Benchmark knobs, from the command line. */
@@ -33,23 +41,6 @@ interface Measured {
   readonly p99Ms: number;
   readonly cpuCores: number;
   readonly actions: Record<string, number>;
-}
-
-async function waitForPort(address: string): Promise<void> {
-  const colon = address.lastIndexOf(":");
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect(Number(address.slice(colon + 1)), address.slice(0, colon), () => {
-        socket.end();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`${address} did not open`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 function worker(target: string, options: PolicyBenchOptions, extra: Partial<PolicyWorkerOptions>) {

@@ -1,9 +1,11 @@
 /**
  * `npm run bench`: runs the benchmarks and prints their figures. Every load loop is bounded in
- * time. Usage: npm run bench -- [--seconds 8] [--in-flight 64] [--workers 1] [--runs 3] [decision]
+ * time. Usage: npm run bench -- [--seconds 8] [--in-flight 64] [--workers 1] [--runs 3]
+ * [--connections 8] [--sessions 8] [--known-triplets 5000] [decision] [policy] [milter]
  */
 import { parseArgs } from "node:util";
 import { benchDecision } from "./decision-bench";
+import { benchMilter } from "./milter-bench";
 import { benchPolicy } from "./policy-bench";
 
 async function main(): Promise<void> {
@@ -16,6 +18,7 @@ async function main(): Promise<void> {
       runs: { type: "string", default: "3" },
       "known-triplets": { type: "string", default: "5000" },
       connections: { type: "string", default: "8" },
+      sessions: { type: "string", default: "8" },
     },
   });
   const number = (name: keyof typeof values): number => {
@@ -23,7 +26,7 @@ async function main(): Promise<void> {
     if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} must be a positive whole number`);
     return value;
   };
-  const sections = positionals.length > 0 ? positionals : ["decision", "policy"];
+  const sections = positionals.length > 0 ? positionals : ["decision", "policy", "milter"];
   for (const section of sections) {
     if (section === "decision") {
       await benchDecision({
@@ -40,8 +43,15 @@ async function main(): Promise<void> {
         runs: number("runs"),
         knownTriplets: number("known-triplets"),
       });
+    } else if (section === "milter") {
+      await benchMilter({
+        seconds: number("seconds"),
+        sessions: number("sessions"),
+        runs: number("runs"),
+        knownTriplets: number("known-triplets"),
+      });
     } else {
-      throw new Error(`unknown benchmark "${section}" (decision, policy)`);
+      throw new Error(`unknown benchmark "${section}" (decision, policy, milter)`);
     }
   }
 }
