@@ -6,17 +6,27 @@
 import { CheckRequest, ProtocolState } from "../services/contract/gen/greyfleet/v1/greylist";
 
 /**
+ * A number written in letters: senders differ by letters, because digit runs are exactly what
+ * sender normalisation folds together (VERP), which would make every "new" sender the same.
+ */
+function letters(n: number): string {
+  let text = "";
+  for (let rest = n; rest > 0; rest = Math.floor(rest / 26)) text = String.fromCharCode(97 + (rest % 26)) + text;
+  return text || "a";
+}
+
+/**
  * The i-th triplet of a worker's space: network, sender and recipient derived from i. "known"
  * triplets are the same in every run (they are seeded once); "new" ones carry `run`, so a later
  * run's first attempts are really new.
  */
-export function triplet(workerId: number, i: number, kind: "known" | "new", run = ""): CheckRequest {
+export function triplet(workerId: number, i: number, kind: "known" | "new", run = 0): CheckRequest {
   const net = i % 50_000;
   return CheckRequest.fromPartial({
     clientAddress: `10.${(net >> 8) & 0xff}.${net & 0xff}.${(i * 7) % 250}`,
     clientName: `mta${net}.example.net`,
     heloName: `mta${net}.example.net`,
-    sender: `${kind}-sender-${workerId}${run}-${i}@example.org`,
+    sender: `${kind}-sender-${letters(workerId)}${letters(run)}-${letters(i)}@example.org`,
     recipient: `user${i % 997}@example.com`,
     protocolState: ProtocolState.PROTOCOL_STATE_RCPT,
     queueId: "4Xb2Q31cDhz9sF",
@@ -29,7 +39,7 @@ export function triplet(workerId: number, i: number, kind: "known" | "new", run 
 export class Mix {
   private fresh = 0;
   /** Distinguishes this run's new triplets from every earlier run's. */
-  private readonly run = `-${process.pid}${Date.now() % 100_000}`;
+  private readonly run = process.pid * 100_000 + (Date.now() % 100_000);
   /** When each fresh triplet was first sent (epoch ms), by index. */
   private readonly sentAt: number[] = [];
 
