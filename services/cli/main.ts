@@ -1,12 +1,9 @@
 #!/usr/bin/env node
 import { PRODUCT_VERSION } from "../shared/version";
+import { runAdmin } from "./admin";
 import { helpText } from "./help";
 /** The `greyfleet` command: dispatches to its subcommands. */
 import { runService } from "./run-service";
-
-const UNAVAILABLE: Readonly<Record<string, string>> = {
-  admin: "the admin command is not part of this version yet",
-};
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -16,6 +13,8 @@ async function main(argv: readonly string[]): Promise<number> {
     case "milter":
     case "all":
       return runService(command, rest);
+    case "admin":
+      return runAdmin(rest);
     case "version":
     case "--version":
       process.stdout.write(`greyfleet ${PRODUCT_VERSION}\n`);
@@ -26,15 +25,17 @@ async function main(argv: readonly string[]): Promise<number> {
     case "-h":
       process.stdout.write(helpText(rest[0]));
       return 0;
-    default: {
-      const why = UNAVAILABLE[command];
-      process.stderr.write(
-        why ? `greyfleet ${command}: ${why}\n` : `greyfleet: unknown command "${command}"; try "greyfleet help"\n`,
-      );
+    default:
+      process.stderr.write(`greyfleet: unknown command "${command}"; try "greyfleet help"\n`);
       return 2;
-    }
   }
 }
+
+// Output piped into a command that stopped reading (`| head`) is not an error of ours.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
 
 main(process.argv.slice(2)).then(
   (code) => {

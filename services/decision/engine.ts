@@ -1,7 +1,9 @@
 /**
- * The decision engine: validates a Check, applies the static rules, normalises the triplet,
- * asks the store (bounded by the store timeout and the caller's deadline) and maps the outcome
- * to an SMTP-level answer. A store failure is answered by the failure mode, never thrown.
+ * The decision engine: validates a Check, applies the static rules (lists, greytraps, outgoing
+ * mail), normalises the triplet, asks the store (bounded by the store timeout and the caller's
+ * deadline) and maps the outcome to an SMTP-level answer. A store failure is answered by the
+ * failure mode, never thrown. In shadow mode every answer is an accept that says what
+ * enforcement would have done.
  */
 import {
   Action,
@@ -17,22 +19,39 @@ import { type Logger, RateLimitedLog } from "../shared/logging";
 import type { DecisionMetrics } from "../shared/metrics";
 import { xGreylistValue } from "./domain/header";
 import { clientNetwork, type NetworkGrouping, normaliseRecipient, normaliseSender } from "./domain/normalise";
-import type { GreylistPolicy, Outcome } from "./domain/verdict";
-import type { GreylistStore } from "./store/store";
+import type { GreylistPolicy } from "./domain/verdict";
+import type { ListsCache } from "./lists-cache";
+import {
+  accept,
+  BLOCKED_REPLIES,
+  CLIENT_AUTO_WHITELISTED,
+  KNOWN_TRIPLET,
+  refuse,
+  type SmtpReply,
+  STORE_UNAVAILABLE_REPLY,
+  shadowed,
+} from "./replies";
+import { applyRules, type RuleSettings } from "./rules";
+import type { GreylistStore, OutboundPair, StoreOutcome, TripletQuery } from "./store/store";
 import { isInvalid, type ValidCheck, validateCheck } from "./validate";
 
-/** An SMTP reply: code, enhanced status code, text. */
-export interface SmtpReply {
-  readonly code: number;
-  readonly enhancedStatusCode: string;
-  readonly text: string;
-}
+export type { SmtpReply } from "./replies";
+export { STORE_UNAVAILABLE_REPLY } from "./replies";
 
 /** Everything the engine needs, wired by main.ts. */
 export interface EngineOptions {
   readonly store: GreylistStore;
   readonly policy: GreylistPolicy;
   readonly grouping: NetworkGrouping;
+  /** The lists in force (store entries and the default whitelist). */
+  readonly lists: ListsCache;
+  readonly rules: RuleSettings;
+  /** enforce: answers as decided; shadow: always accept, saying what enforcement would do. */
+  readonly mode: "enforce" | "shadow";
+  /** How long a greytrap blocks the client's network, ms. */
+  readonly greytrapBlockMs: number;
+  /** Whether replies to local users' outgoing mail are looked up (and the pairs learned). */
+  readonly outboundLearning: boolean;
   /** open: accept when the store is unavailable; tempfail: defer. */
   readonly failureMode: "open" | "tempfail";
   readonly storeTimeoutMs: number;
@@ -44,39 +63,9 @@ export interface EngineOptions {
   readonly failureLogIntervalMs: number;
   readonly metrics: DecisionMetrics;
   readonly log: Logger;
-  /** Clock for decisions the store did not make (failure mode); epoch ms. */
+  /** Clock for rules and for decisions the store did not make; epoch ms. */
   readonly now?: () => number;
 }
-
-/** The reply under the tempfail failure mode. */
-export const STORE_UNAVAILABLE_REPLY: SmtpReply = {
-  code: 451,
-  enhancedStatusCode: "4.3.0",
-  text: "Greylisting service temporarily unavailable, please try again later",
-};
-
-const ACCEPT_FIELDS = { retryAfterSeconds: 0, smtpCode: 0, enhancedStatusCode: "", smtpText: "" } as const;
-
-function accept(reason: Reason, header = "", delayedSeconds = 0): CheckResponse {
-  return { action: Action.ACTION_ACCEPT, reason, ...ACCEPT_FIELDS, xGreylistHeader: header, delayedSeconds };
-}
-
-function defer(reason: Reason, reply: SmtpReply, retryAfterSeconds: number): CheckResponse {
-  return {
-    action: Action.ACTION_DEFER,
-    reason,
-    retryAfterSeconds,
-    smtpCode: reply.code,
-    enhancedStatusCode: reply.enhancedStatusCode,
-    smtpText: reply.text,
-    xGreylistHeader: "",
-    delayedSeconds: 0,
-  };
-}
-
-/** The most common answers, shared: serialising does not change them. */
-const KNOWN_TRIPLET = Object.freeze(accept(Reason.REASON_KNOWN_TRIPLET));
-const CLIENT_AUTO_WHITELISTED = Object.freeze(accept(Reason.REASON_CLIENT_AUTO_WHITELISTED));
 
 /** Raised inside the engine when the store does not answer within its time. */
 class StoreTimeout extends Error {}
@@ -87,7 +76,6 @@ export class Engine implements Decider {
   private readonly now: () => number;
   /** Counter children by "action:reason": label sets are bounded, and binding them once is cheap. */
   private readonly decisionCounters = new Map<string, { inc(): void; labels: DecisionLabels }>();
-
   private readonly storeDecideDuration: { observe(seconds: number): void };
 
   constructor(private readonly options: EngineOptions) {
@@ -103,36 +91,101 @@ export class Engine implements Decider {
       this.options.metrics.invalidRequests.inc({ field: valid.field });
       throw new GreyfleetError("invalid_argument", valid.message);
     }
-    const response = (await this.staticVerdict(valid)) ?? (await this.greylist(valid, callOptions));
+    const response = await this.decide(valid, callOptions);
     this.record(valid, response, started);
-    return response;
+    return this.options.mode === "shadow" ? shadowed(response) : response;
   }
 
-  /** Verdicts that need no store: outgoing mail and the stage rules of the null sender. */
-  private staticVerdict(valid: ValidCheck): CheckResponse | undefined {
-    const { request, stage } = valid;
-    if (request.saslUsername !== "") return accept(Reason.REASON_AUTHENTICATED_CLIENT);
-    const nullSender = request.sender === "" || request.sender === "<>";
-    if (stage === "rcpt" && nullSender) return accept(Reason.REASON_NULL_SENDER_DEFERRED_TO_DATA);
-    if (stage === "data" && !nullSender) return accept(Reason.REASON_NOT_GREYLISTED_AT_STAGE);
-    return undefined;
+  /** The static rules' settings (Explain applies them too). */
+  get ruleSettings(): RuleSettings {
+    return this.options.rules;
+  }
+
+  /** The query the store is asked for a valid request (also what Explain shows). */
+  query(valid: ValidCheck): TripletQuery {
+    return {
+      network: clientNetwork(valid.client, this.options.grouping),
+      sender: normaliseSender(valid.request.sender),
+      recipient: normaliseRecipient(valid.request.recipient),
+      singleUse: valid.stage === "data",
+      outbound: this.options.outboundLearning,
+    };
+  }
+
+  /** What the rules and the store decide, in enforcing terms. */
+  private async decide(valid: ValidCheck, callOptions: CheckOptions): Promise<CheckResponse> {
+    const rules = applyRules(valid, this.options.lists.current, this.options.rules, this.now());
+    switch (rules.kind) {
+      case "answer":
+        if (rules.list) this.options.metrics.listHits.inc({ kind: rules.list });
+        return rules.response;
+      case "greytrap":
+        this.options.metrics.listHits.inc({ kind: "greytrap" });
+        await this.sideEffect("block network", callOptions, () =>
+          this.options.store.blockNetwork(
+            clientNetwork(valid.client, this.options.grouping),
+            this.options.greytrapBlockMs,
+          ),
+        );
+        return rules.response;
+      case "outbound":
+        if (this.options.outboundLearning && rules.pairs.length > 0) await this.learn(rules.pairs, callOptions);
+        return rules.response;
+      case "greylist":
+        return this.greylist(valid, callOptions);
+    }
+  }
+
+  private learn(pairs: readonly OutboundPair[], callOptions: CheckOptions): Promise<void> {
+    return this.sideEffect("learn outbound", callOptions, () =>
+      this.options.store.learnOutbound(pairs, this.options.policy.maxAgeMs),
+    );
+  }
+
+  /** Remembers outgoing pairs reported by an MTA (ReportOutgoing). */
+  async reportOutgoing(sender: string, recipients: readonly string[]): Promise<number> {
+    if (!this.options.outboundLearning || sender === "") return 0;
+    const pairs = recipients
+      .filter((recipient) => recipient !== "")
+      .map((recipient) => ({ local: normaliseRecipient(sender), external: normaliseSender(recipient) }));
+    await withTimeout(
+      this.options.store.learnOutbound(pairs, this.options.policy.maxAgeMs),
+      this.options.storeTimeoutMs,
+    );
+    return pairs.length;
+  }
+
+  /** A store write that does not change the answer: bounded, and logged if it fails. */
+  private async sideEffect(what: string, callOptions: CheckOptions, write: () => Promise<void>): Promise<void> {
+    try {
+      await withTimeout(write(), this.budget(callOptions));
+    } catch (error) {
+      this.options.metrics.storeErrors.inc({
+        store: this.options.store.kind,
+        operation: what.replace(" ", "_"),
+        kind: error instanceof StoreTimeout ? "timeout" : "error",
+      });
+      this.failureLog.maybe((suppressed) =>
+        this.options.log.warn(`store failed to ${what}`, {
+          error: describeError(error),
+          suppressed_since_last: suppressed,
+        }),
+      );
+    }
+  }
+
+  private budget(callOptions: CheckOptions): number {
+    const left = callOptions.deadlineMs === undefined ? Number.POSITIVE_INFINITY : callOptions.deadlineMs - this.now();
+    return Math.min(this.options.storeTimeoutMs, left);
   }
 
   private async greylist(valid: ValidCheck, callOptions: CheckOptions): Promise<CheckResponse> {
-    const { request, client } = valid;
-    const query = {
-      network: clientNetwork(client, this.options.grouping),
-      sender: normaliseSender(request.sender),
-      recipient: normaliseRecipient(request.recipient),
-      singleUse: valid.stage === "data",
-    };
-    const budgetMs = Math.min(
-      this.options.storeTimeoutMs,
-      callOptions.deadlineMs === undefined ? Number.POSITIVE_INFINITY : callOptions.deadlineMs - this.now(),
-    );
     const storeStarted = performance.now();
     try {
-      const decision = await withTimeout(this.options.store.decide(query, this.options.policy), budgetMs);
+      const decision = await withTimeout(
+        this.options.store.decide(this.query(valid), this.options.policy),
+        this.budget(callOptions),
+      );
       this.storeDecideDuration.observe(seconds(storeStarted));
       return this.answer(decision.outcome, decision.nowMs);
     } catch (error) {
@@ -140,12 +193,14 @@ export class Engine implements Decider {
     }
   }
 
-  private answer(outcome: Outcome, nowMs: number): CheckResponse {
+  /** The answer for a store outcome decided at `nowMs`. */
+  answer(outcome: StoreOutcome, nowMs: number): CheckResponse {
+    const { deferReply } = this.options;
     switch (outcome.kind) {
       case "new_triplet":
-        return defer(Reason.REASON_NEW_TRIPLET, this.options.deferReply, Math.ceil(outcome.retryAfterMs / 1000));
+        return refuse(Reason.REASON_NEW_TRIPLET, deferReply, Math.ceil(outcome.retryAfterMs / 1000));
       case "too_early":
-        return defer(Reason.REASON_TOO_EARLY, this.options.deferReply, Math.ceil(outcome.retryAfterMs / 1000));
+        return refuse(Reason.REASON_TOO_EARLY, deferReply, Math.ceil(outcome.retryAfterMs / 1000));
       case "passed_after_retry": {
         const delayed = Math.floor(outcome.delayedMs / 1000);
         const header = xGreylistValue(delayed, this.options.product, this.options.hostname, nowMs);
@@ -155,6 +210,10 @@ export class Engine implements Decider {
         return KNOWN_TRIPLET;
       case "client_auto_whitelisted":
         return CLIENT_AUTO_WHITELISTED;
+      case "network_blocked":
+        return refuse(Reason.REASON_NETWORK_GREYTRAPPED, BLOCKED_REPLIES[this.options.rules.greytrapAction]);
+      case "outbound_reply":
+        return accept(Reason.REASON_OUTBOUND_REPLY);
     }
   }
 
@@ -173,7 +232,7 @@ export class Engine implements Decider {
     );
     return failureMode === "open"
       ? accept(Reason.REASON_STORE_UNAVAILABLE)
-      : defer(Reason.REASON_STORE_UNAVAILABLE, STORE_UNAVAILABLE_REPLY, 0);
+      : refuse(Reason.REASON_STORE_UNAVAILABLE, STORE_UNAVAILABLE_REPLY);
   }
 
   private record(valid: ValidCheck, response: CheckResponse, started: number): void {
@@ -181,7 +240,7 @@ export class Engine implements Decider {
     const counter = this.decisionCounter(response);
     counter.inc();
     metrics.decisionDuration.observe(seconds(started));
-    // Deferrals, passes and failure-mode answers are logged; plain accepts only at debug level.
+    // Deferrals, rejections, passes and failure-mode answers are logged; plain accepts only at debug level.
     const notable =
       response.action !== Action.ACTION_ACCEPT ||
       response.delayedSeconds > 0 ||
@@ -190,6 +249,7 @@ export class Engine implements Decider {
     const { request } = valid;
     (notable ? log.info : log.debug)("decision", {
       ...counter.labels,
+      mode: this.options.mode === "shadow" ? "shadow" : undefined,
       client_address: request.clientAddress,
       client_name: request.clientName || undefined,
       helo: request.heloName || undefined,
@@ -202,7 +262,7 @@ export class Engine implements Decider {
     });
   }
 
-  /** The decisions counter child of a response's action and reason. */
+  /** The decisions counter child of a response's action and reason (in shadow mode: the enforced action). */
   private decisionCounter(response: CheckResponse): { inc(): void; labels: DecisionLabels } {
     const key = `${response.action}:${response.reason}`;
     let counter = this.decisionCounters.get(key);

@@ -1,16 +1,29 @@
 /** Wires the decision service together: store, engine, gRPC server, health monitor. */
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Server } from "@grpc/grpc-js";
+import { parseDefaultWhitelist } from "../cli/import-formats";
 import { describeError } from "../shared/errors";
 import type { Stoppable } from "../shared/lifecycle";
 import type { Logger } from "../shared/logging";
 import type { DecisionMetrics } from "../shared/metrics";
+import { projectFile } from "../shared/paths";
 import type { Config } from "../shared/settings";
 import { PRODUCT } from "../shared/version";
+import { Admin } from "./admin";
+import { type ListEntryValue, Lists, normaliseEntryValue } from "./domain/lists";
 import { Engine } from "./engine";
 import { startHealthMonitor } from "./health-monitor";
+import { ListsCache } from "./lists-cache";
 import { startDecisionServer } from "./rpc/server";
 import { openStore } from "./store/open";
+
+/** The shipped default whitelist, relative to the project's top directory. */
+const DEFAULT_WHITELIST_FILE = "lists/default-whitelist.txt";
+
+function engineGrouping(config: Config) {
+  return { ipv4PrefixLength: config.ipv4PrefixLength, ipv6PrefixLength: config.ipv6PrefixLength };
+}
 
 /** How long start-up waits for the store before serving by the failure mode. */
 const STARTUP_STORE_WAIT_MS = 3_000;
@@ -32,16 +45,42 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
     redisKeyPrefix: config.redisKeyPrefix,
     onEvent: (event, detail) => storeLog.debug(`store ${event}`, { detail }),
   });
+  const policy = {
+    delayMs: config.greylistDelaySeconds * 1000,
+    retryWindowMs: config.retryWindowSeconds * 1000,
+    maxAgeMs: config.maxAgeSeconds * 1000,
+    autoWhitelistPasses: config.autoWhitelistPasses,
+    autoWhitelistCountIntervalMs: config.autoWhitelistCountIntervalSeconds * 1000,
+  };
+  const listsLog = log.child("lists");
+  const lists = new ListsCache(
+    store,
+    config.defaultWhitelist === "on" ? loadDefaultWhitelist() : [],
+    (error) =>
+      listsLog.warn("could not read the lists from the store: keeping the current ones", {
+        error: describeError(error),
+      }),
+    (current) => {
+      for (const [kind, count] of Object.entries(current.sizes(Date.now()))) metrics.listEntries.set({ kind }, count);
+      for (const { entry, problem } of current.invalid) {
+        listsLog.warn("stored list entry ignored", { kind: entry.kind, value: entry.value, problem });
+      }
+    },
+  );
   const engine = new Engine({
     store,
-    policy: {
-      delayMs: config.greylistDelaySeconds * 1000,
-      retryWindowMs: config.retryWindowSeconds * 1000,
-      maxAgeMs: config.maxAgeSeconds * 1000,
-      autoWhitelistPasses: config.autoWhitelistPasses,
-      autoWhitelistCountIntervalMs: config.autoWhitelistCountIntervalSeconds * 1000,
+    policy,
+    grouping: engineGrouping(config),
+    lists,
+    rules: {
+      internalNetworks: internalNetworks(config.internalNetworks),
+      recipientOptIn: config.recipientOptIn === "on",
+      blacklistAction: config.blacklistAction,
+      greytrapAction: config.greytrapAction,
     },
-    grouping: { ipv4PrefixLength: config.ipv4PrefixLength, ipv6PrefixLength: config.ipv6PrefixLength },
+    mode: config.mode,
+    greytrapBlockMs: config.greytrapBlockSeconds * 1000,
+    outboundLearning: config.outboundLearning === "on",
     failureMode: config.failureMode,
     storeTimeoutMs: config.storeTimeoutMs,
     deferReply: {
@@ -55,7 +94,35 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
     metrics,
     log: log.child("engine"),
   });
-  return { engine, store };
+  return { engine, store, lists, policy };
+}
+
+/** The shipped default whitelist as list entries (source "default"). */
+function loadDefaultWhitelist(): ListEntryValue[] {
+  const parsed = parseDefaultWhitelist(readFileSync(projectFile(DEFAULT_WHITELIST_FILE), "utf8"));
+  if (parsed.problems.length > 0) {
+    const first = parsed.problems[0];
+    throw new Error(`${DEFAULT_WHITELIST_FILE} line ${first?.line}: ${first?.problem}`);
+  }
+  return parsed.entries.map((entry) => ({
+    kind: entry.kind,
+    value: entry.value,
+    expiresAtMs: 0,
+    comment: entry.comment,
+    createdAtMs: 0,
+    source: "default",
+  }));
+}
+
+/** --internal-networks as a matcher (its entries are client_whitelist-kind). */
+function internalNetworks(setting: string): Lists {
+  const entries: ListEntryValue[] = [];
+  for (const item of setting === "" ? [] : setting.split(",")) {
+    const value = normaliseEntryValue("client_whitelist", item);
+    if (typeof value !== "string") throw new Error(`--internal-networks "${item}": ${value.error}`);
+    entries.push({ kind: "client_whitelist", value, expiresAtMs: 0, comment: "", createdAtMs: 0, source: "config" });
+  }
+  return new Lists(entries);
 }
 
 /** Starts the decision service: engine, gRPC listener, store health monitor. */
@@ -64,7 +131,7 @@ export async function startDecisionService(
   metrics: DecisionMetrics,
   log: Logger,
 ): Promise<DecisionService> {
-  const { engine, store } = createEngine(config, metrics, log);
+  const { engine, store, lists, policy } = createEngine(config, metrics, log);
   try {
     await store.waitUntilReady(STARTUP_STORE_WAIT_MS);
   } catch (error) {
@@ -73,13 +140,15 @@ export async function startDecisionService(
       error: describeError(error),
     });
   }
+  const adminService = new Admin({ engine, store, lists, policy, grouping: engineGrouping(config) });
   let grpc: Awaited<ReturnType<typeof startDecisionServer>>;
   try {
-    grpc = await startDecisionServer(config.grpcListen, engine, log.child("grpc"));
+    grpc = await startDecisionServer(config.grpcListen, engine, adminService, log.child("grpc"));
   } catch (error) {
     await store.close();
     throw error;
   }
+  await lists.start(config.listsRefreshMs);
   const monitor = startHealthMonitor({
     store,
     intervalMs: config.healthIntervalMs,
@@ -102,7 +171,13 @@ export async function startDecisionService(
           return drain(grpc, graceMs);
         },
       },
-      { name: "store", stop: () => store.close() },
+      {
+        name: "store",
+        stop: () => {
+          lists.stop();
+          return store.close();
+        },
+      },
     ],
   };
 }

@@ -17,6 +17,10 @@ export const STORE_UP = "greyfleet_store_up";
 export const FAILURE_MODE_ACTIVATIONS_TOTAL = "greyfleet_failure_mode_activations_total";
 /** Check calls refused as invalid, by field. */
 export const INVALID_REQUESTS_TOTAL = "greyfleet_invalid_requests_total";
+/** Decisions settled by a list, by list kind. */
+export const LIST_HITS_TOTAL = "greyfleet_list_hits_total";
+/** List entries in force, by list kind (store entries plus the default whitelist). */
+export const LIST_ENTRIES = "greyfleet_list_entries";
 /** Always 1; labels: version, command. */
 export const BUILD_INFO = "greyfleet_build_info";
 

@@ -16,6 +16,8 @@ export interface DecisionMetrics {
   readonly storeUp: Gauge<"store">;
   readonly failureModeActivations: Counter<"mode">;
   readonly invalidRequests: Counter<"field">;
+  readonly listHits: Counter<"kind">;
+  readonly listEntries: Gauge<"kind">;
 }
 
 /** A registry with build info and the default Node.js process metrics. */
@@ -76,6 +78,18 @@ export function createDecisionMetrics(registry: Registry): DecisionMetrics {
       name: names.INVALID_REQUESTS_TOTAL,
       help: "Check calls refused with INVALID_ARGUMENT, by offending field.",
       labelNames: ["field"],
+      registers,
+    }),
+    listHits: new Counter({
+      name: names.LIST_HITS_TOTAL,
+      help: "Decisions settled by a list (whitelists, blacklist, greytraps), by list kind.",
+      labelNames: ["kind"],
+      registers,
+    }),
+    listEntries: new Gauge({
+      name: names.LIST_ENTRIES,
+      help: "List entries in force, by list kind.",
+      labelNames: ["kind"],
       registers,
     }),
   };

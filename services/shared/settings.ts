@@ -246,6 +246,80 @@ export const SETTINGS = {
     doc: "A failure-mode activation is logged at most once in this many seconds (all are counted).",
     parse: seconds(1, 86_400),
   }),
+  mode: setting({
+    flag: "mode",
+    default: "enforce",
+    commands: SERVICE,
+    doc:
+      "enforce: answer as decided; shadow: compute, record and count every decision as usual but always " +
+      "accept (the reason says what enforcement would have done), to measure the impact first.",
+    parse: oneOf("enforce", "shadow"),
+  }),
+  blacklistAction: setting({
+    flag: "blacklist-action",
+    default: "reject",
+    commands: SERVICE,
+    doc: "What a blacklisted client gets: reject (550 5.7.1) or tempfail (451 4.7.1).",
+    parse: oneOf("reject", "tempfail"),
+  }),
+  greytrapAction: setting({
+    flag: "greytrap-action",
+    default: "tempfail",
+    commands: SERVICE,
+    doc: "What a greytrapped network gets, from the trap hit on: reject (550 5.7.1) or tempfail (451 4.7.1).",
+    parse: oneOf("reject", "tempfail"),
+  }),
+  greytrapBlockSeconds: setting({
+    flag: "greytrap-block",
+    default: "24h",
+    commands: SERVICE,
+    doc: "Seconds a greytrap hit blocks the client's network across the fleet.",
+    parse: seconds(60, 365 * 86_400),
+  }),
+  internalNetworks: setting({
+    flag: "internal-networks",
+    default: "",
+    commands: SERVICE,
+    doc:
+      "Comma-separated addresses/CIDRs of local clients: their mail is outgoing (never greylisted, reply pairs " +
+      'learned). "" = none (SASL-authenticated clients are outgoing anyway).',
+    parse: (value) => {
+      const items = value
+        .split(",")
+        .map((item) => item.trim())
+        .filter((item) => item !== "");
+      const bad = items.find((item) => !/^[0-9A-Fa-f:.]+(\/\d{1,3})?$/.test(item));
+      return bad === undefined ? items.join(",") : { error: `"${bad}" is not an address or CIDR` };
+    },
+  }),
+  recipientOptIn: setting({
+    flag: "recipient-opt-in",
+    default: "off",
+    commands: SERVICE,
+    doc: "on: only recipients on the recipient_opt_in list are greylisted; off: everyone not opted out.",
+    parse: oneOf("on", "off"),
+  }),
+  defaultWhitelist: setting({
+    flag: "default-whitelist",
+    default: "on",
+    commands: SERVICE,
+    doc: "on: apply the shipped whitelist of large sender pools (lists/default-whitelist.txt); off: do not.",
+    parse: oneOf("on", "off"),
+  }),
+  outboundLearning: setting({
+    flag: "outbound-learning",
+    default: "on",
+    commands: SERVICE,
+    doc: "on: remember who local users write to, and accept their replies at once; off: do not.",
+    parse: oneOf("on", "off"),
+  }),
+  listsRefreshMs: setting({
+    flag: "lists-refresh",
+    default: "1s",
+    commands: SERVICE,
+    doc: "Milliseconds between checks for list changes made through any decision process (applied within this).",
+    parse: millis(100, 60_000),
+  }),
   decisionAddress: setting({
     flag: "decision",
     default: "127.0.0.1:50051",

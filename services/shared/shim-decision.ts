@@ -26,6 +26,7 @@ const UNAVAILABLE_DEFER: CheckResponse = Object.freeze({
   smtpText: "Greylisting service temporarily unavailable, please try again later",
   xGreylistHeader: "",
   delayedSeconds: 0,
+  shadowAction: Action.ACTION_UNSPECIFIED,
 });
 
 const UNAVAILABLE_ACCEPT: CheckResponse = Object.freeze({
@@ -37,6 +38,7 @@ const UNAVAILABLE_ACCEPT: CheckResponse = Object.freeze({
   smtpText: "",
   xGreylistHeader: "",
   delayedSeconds: 0,
+  shadowAction: Action.ACTION_UNSPECIFIED,
 });
 
 /** Asks a Decider on behalf of one shim, with its deadline and failure mode. */

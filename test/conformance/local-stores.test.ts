@@ -40,7 +40,13 @@ const dir = mkdtempSync(join(tmpdir(), "greyfleet-conformance-"));
 }
 
 describe("sqlite store specifics", () => {
-  const query = { network: "192.0.2.0/24", sender: "a@example.org", recipient: "b@example.com", singleUse: false };
+  const query = {
+    network: "192.0.2.0/24",
+    sender: "a@example.org",
+    recipient: "b@example.com",
+    singleUse: false,
+    outbound: false,
+  };
 
   it("keeps state across close and reopen", async () => {
     const clock = new TestClock();
@@ -83,7 +89,7 @@ describe("sqlite store specifics", () => {
     const db = new Database(path);
     db.pragma("user_version = 99");
     db.close();
-    assert.throws(() => new SqliteStore(path), /has schema version 99; this greyfleet reads version 1/);
+    assert.throws(() => new SqliteStore(path), /has schema version 99; this greyfleet reads up to version 2/);
   });
 
   it("cleans up", () => rmSync(dir, { recursive: true, force: true }));

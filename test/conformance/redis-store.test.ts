@@ -55,6 +55,7 @@ describe("redis store specifics", () => {
     sender: "alice@example.org",
     recipient: "bob@example.com",
     singleUse: false,
+    outbound: false,
   };
 
   it("keeps one fixed-length, hashed, hash-tagged key per triplet and one per client", async () => {

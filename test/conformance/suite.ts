@@ -34,6 +34,7 @@ function fresh(overrides: Partial<TripletQuery> = {}): TripletQuery {
     sender: `sender${counter}@example.org`,
     recipient: `rcpt${counter}@example.com`,
     singleUse: false,
+    outbound: false,
     ...overrides,
   };
 }

@@ -1,7 +1,9 @@
 /** An engine over a given store with test defaults, a settable clock and its own metrics registry. */
 import type { Registry } from "prom-client";
 import { CheckRequest, ProtocolState } from "../../services/contract/gen/greyfleet/v1/greylist";
+import { Lists } from "../../services/decision/domain/lists";
 import { Engine, type EngineOptions } from "../../services/decision/engine";
+import { ListsCache } from "../../services/decision/lists-cache";
 import type { GreylistStore } from "../../services/decision/store/store";
 import { createLogger } from "../../services/shared/logging";
 import { createDecisionMetrics, createRegistry } from "../../services/shared/metrics";
@@ -35,6 +37,18 @@ export function testEngine(
     store,
     policy: DEFAULT_POLICY,
     grouping: { ipv4PrefixLength: 24, ipv6PrefixLength: 64 },
+    lists: new ListsCache(store, [], (error) => {
+      throw error;
+    }),
+    rules: {
+      internalNetworks: new Lists([]),
+      recipientOptIn: false,
+      blacklistAction: "reject",
+      greytrapAction: "tempfail",
+    },
+    mode: "enforce",
+    greytrapBlockMs: 86_400_000,
+    outboundLearning: true,
     failureMode: "open",
     storeTimeoutMs: 250,
     deferReply: { code: 451, enhancedStatusCode: "4.7.1", text: "Greylisted, please try again later" },

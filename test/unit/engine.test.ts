@@ -112,9 +112,17 @@ describe("Engine", () => {
 
 /** A store that fails the way a dead backend does: the fault cannot be caused for real in a unit test. */
 function failingStore(mode: "reject" | "hang"): GreylistStore {
+  const fail = () =>
+    mode === "reject" ? Promise.reject(new Error("connection refused")) : new Promise<never>(() => {});
   return {
     kind: "redis",
-    decide: () => (mode === "reject" ? Promise.reject(new Error("connection refused")) : new Promise(() => {})),
+    decide: fail,
+    blockNetwork: fail,
+    learnOutbound: fail,
+    listsVersion: fail,
+    listEntries: fail,
+    putEntries: fail,
+    removeEntries: fail,
     waitUntilReady: () => Promise.reject(new Error("down")),
     ping: () => Promise.reject(new Error("down")),
     close: () => Promise.resolve(),

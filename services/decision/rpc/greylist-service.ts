@@ -6,11 +6,16 @@ import type {
   CheckStreamRequest,
   CheckStreamResponse,
   GreylistServiceServer,
+  ReportOutgoingRequest,
+  ReportOutgoingResponse,
   StreamedAnswer,
 } from "../../contract/gen/greyfleet/v1/greylist";
 import type { Decider } from "../../shared/decider";
 import { describeError, type ErrorCode, GreyfleetError } from "../../shared/errors";
 import type { Logger } from "../../shared/logging";
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** gRPC status of each error code. */
 export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
@@ -39,8 +44,17 @@ export interface GreylistServiceHandle {
   drain(): Promise<void>;
 }
 
-/** Builds the GreylistService implementation over a Decider (the engine). */
-export function greylistService(engine: Decider, log: Logger): GreylistServiceHandle {
+/** What the service needs of the engine: decisions, and learning reported outgoing mail. */
+export interface DecisionEngine extends Decider {
+  reportOutgoing(sender: string, recipients: readonly string[]): Promise<number>;
+}
+
+/** Outgoing recipients per ReportOutgoing call at most, and their longest address in bytes. */
+const MAX_REPORTED_RECIPIENTS = 1_000;
+const MAX_ADDRESS_BYTES = 320;
+
+/** Builds the GreylistService implementation over the engine. */
+export function greylistService(engine: DecisionEngine, log: Logger): GreylistServiceHandle {
   const failed = (thrown: unknown): GreyfleetError => {
     const error = GreyfleetError.from(thrown);
     if (error.code === "internal") log.error("Check failed", { error: describeError(thrown) });
@@ -117,8 +131,36 @@ export function greylistService(engine: Decider, log: Logger): GreylistServiceHa
     });
   };
 
+  const reportOutgoing = (
+    call: ServerUnaryCall<ReportOutgoingRequest, ReportOutgoingResponse>,
+    callback: sendUnaryData<ReportOutgoingResponse>,
+  ): void => {
+    const { sender, recipients } = call.request;
+    const bad = [sender, ...recipients].find(
+      (address) => Buffer.byteLength(address) > MAX_ADDRESS_BYTES || CONTROL.test(address),
+    );
+    if (recipients.length > MAX_REPORTED_RECIPIENTS || bad !== undefined) {
+      const details =
+        bad !== undefined
+          ? `address ${JSON.stringify(bad.slice(0, 60))} is over ${MAX_ADDRESS_BYTES} bytes or has a control character`
+          : `more than ${MAX_REPORTED_RECIPIENTS} recipients`;
+      callback({ code: status.INVALID_ARGUMENT, details });
+      return;
+    }
+    engine.reportOutgoing(sender, recipients).then(
+      (learned) => callback(null, { learned }),
+      (thrown: unknown) => {
+        const error = failed(thrown);
+        callback({
+          code: error.code === "internal" ? status.UNAVAILABLE : GRPC_STATUS[error.code],
+          details: error.message,
+        });
+      },
+    );
+  };
+
   return {
-    implementation: { check, checkStream },
+    implementation: { check, checkStream, reportOutgoing },
     drain: () => {
       draining = true;
       return Promise.all(

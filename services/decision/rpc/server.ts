@@ -7,11 +7,13 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import { AdminServiceService } from "../../contract/gen/greyfleet/v1/admin";
 import { GreylistServiceService } from "../../contract/gen/greyfleet/v1/greylist";
-import type { Decider } from "../../shared/decider";
 import type { Logger } from "../../shared/logging";
 import { projectFile } from "../../shared/paths";
-import { greylistService } from "./greylist-service";
+import type { Admin } from "../admin";
+import { adminService } from "./admin-service";
+import { type DecisionEngine, greylistService } from "./greylist-service";
 
 /** The service name clients and health checks use. */
 export const GREYLIST_SERVICE_NAME = "greyfleet.v1.GreylistService";
@@ -34,7 +36,12 @@ export interface DecisionServer {
 }
 
 /** Creates, binds and starts the gRPC server on `listen` (HOST:PORT). */
-export async function startDecisionServer(listen: string, engine: Decider, log: Logger): Promise<DecisionServer> {
+export async function startDecisionServer(
+  listen: string,
+  engine: DecisionEngine,
+  admin: Admin,
+  log: Logger,
+): Promise<DecisionServer> {
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
@@ -43,13 +50,17 @@ export async function startDecisionServer(listen: string, engine: Decider, log: 
   });
   const service = greylistService(engine, log);
   server.addService(GreylistServiceService, service.implementation);
+  server.addService(AdminServiceService, adminService(admin, log.child("admin")));
 
   const health = new HealthImplementation({ "": "NOT_SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
   health.addToServer(server);
 
-  const definition = loadSync(projectFile("proto/greyfleet/v1/greylist.proto"), {
-    includeDirs: [projectFile("proto")],
-  });
+  const definition = loadSync(
+    [projectFile("proto/greyfleet/v1/greylist.proto"), projectFile("proto/greyfleet/v1/admin.proto")],
+    {
+      includeDirs: [projectFile("proto")],
+    },
+  );
   new ReflectionService(definition).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {

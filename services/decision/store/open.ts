@@ -4,7 +4,7 @@ import { checkStoreUrl } from "../../shared/store-url";
 import { MemoryStore } from "./memory";
 import { RedisStore } from "./redis";
 import { SqliteStore } from "./sqlite";
-import type { GreylistStore } from "./store";
+import type { Store } from "./store";
 
 /** A Redis connection attempt that takes longer is abandoned and retried. */
 const REDIS_CONNECT_TIMEOUT_MS = 2_000;
@@ -19,7 +19,7 @@ export interface OpenStoreOptions {
 }
 
 /** Opens the store; throws with a message naming --store if it cannot be opened. */
-export function openStore(url: string, options: OpenStoreOptions): GreylistStore {
+export function openStore(url: string, options: OpenStoreOptions): Store {
   const problem = checkStoreUrl(url);
   if (problem) throw new Error(`--store: ${problem}`);
   if (url === "memory:") return new MemoryStore();

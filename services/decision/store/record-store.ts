@@ -1,19 +1,30 @@
 /**
  * The decision step shared by the stores that run the TypeScript state machine (SQLite, memory):
- * read both records, apply verdict(), write back with expiry times. Callers wrap it in their
- * own transaction.
+ * a greytrap block first, then an outbound pair, then verdict() over the triplet and client
+ * records, written back with expiry times. Callers wrap it in their own transaction.
  */
 import { type ClientRecord, type GreylistPolicy, type TripletRecord, verdict } from "../domain/verdict";
-import { networkId, tripletId } from "./keys";
-import type { StoreDecision, TripletQuery } from "./store";
+import { networkId, outboundId, tripletId } from "./keys";
+import type { Inspection, StoreDecision, TripletQuery } from "./store";
+
+/** A triplet record with its expiry time. */
+export type StoredTriplet = TripletRecord & { readonly expiresMs: number };
 
 /** Record access inside one transaction; reads return only unexpired records. */
 export interface RecordTransaction {
-  getTriplet(id: string, nowMs: number): TripletRecord | undefined;
+  getTriplet(id: string, nowMs: number): StoredTriplet | undefined;
   getClient(netId: string, nowMs: number): ClientRecord | undefined;
+  /** When the network's greytrap block ends, or 0. */
+  getBlock(netId: string, nowMs: number): number;
+  hasOutbound(id: string, nowMs: number): boolean;
   /** Writes (or with `null` deletes) a triplet record that expires at `expiresMs`. */
   putTriplet(id: string, netId: string, record: TripletRecord | null, expiresMs: number): void;
   putClient(netId: string, record: ClientRecord, expiresMs: number): void;
+}
+
+/** The outbound pair id a query would match: a reply from its sender to its recipient. */
+export function replyPairId(query: TripletQuery): string {
+  return outboundId({ local: query.recipient, external: query.sender });
 }
 
 /** Decides `query` at `nowMs` against the records reachable through `tx`. */
@@ -24,6 +35,9 @@ export function decideInTransaction(
   nowMs: number,
 ): StoreDecision {
   const netId = networkId(query.network);
+  if (tx.getBlock(netId, nowMs) > 0) return { outcome: { kind: "network_blocked" }, nowMs };
+  if (query.outbound && tx.hasOutbound(replyPairId(query), nowMs))
+    return { outcome: { kind: "outbound_reply" }, nowMs };
   const id = tripletId(query);
   const transition = verdict(tx.getTriplet(id, nowMs), tx.getClient(netId, nowMs), nowMs, policy, query.singleUse);
   if (transition.triplet !== undefined) {
@@ -31,4 +45,16 @@ export function decideInTransaction(
   }
   if (transition.client !== undefined) tx.putClient(netId, transition.client, nowMs + transition.clientTtlMs);
   return { outcome: transition.outcome, nowMs };
+}
+
+/** Reads what the store holds for `query`, changing nothing. */
+export function inspectInTransaction(tx: RecordTransaction, query: TripletQuery, nowMs: number): Inspection {
+  const netId = networkId(query.network);
+  return {
+    nowMs,
+    triplet: tx.getTriplet(tripletId(query), nowMs),
+    client: tx.getClient(netId, nowMs),
+    blockedUntilMs: tx.getBlock(netId, nowMs),
+    outbound: tx.hasOutbound(replyPairId(query), nowMs),
+  };
 }

@@ -1,22 +1,27 @@
 /**
  * `redis://` store: the fleet store. Each decision is one EVALSHA of lua/decide.lua, so every
- * MX host sees one atomic read-decide-write and one clock (Redis TIME). Expiry is Redis TTL.
+ * MX host sees one atomic read-decide-write and one clock (Redis TIME). When the caller asks
+ * about an outbound pair (a reply to a local user), that key lives in another slot, so it is
+ * read by an EXISTS sent in the same write (one network round trip). Expiry is Redis TTL.
  */
-import { readFileSync } from "node:fs";
 import Redis, { type RedisOptions } from "ioredis";
-import { projectFile } from "../../shared/paths";
-import type { GreylistPolicy, Outcome } from "../domain/verdict";
-import { networkId, RedisKeys, tripletId } from "./keys";
-import type { GreylistStore, StoreDecision, TripletQuery } from "./store";
-
-/** The decision script, loaded once per process; ioredis sends EVALSHA and falls back on NOSCRIPT. */
-const DECIDE_LUA = readFileSync(projectFile("services/decision/store/lua/decide.lua"), "utf8");
-
-type DecideReply = [code: number, ms: number, nowMs: number];
-
-interface DecideCommand {
-  greyfleetDecide(tripletKey: string, clientKey: string, ...args: (string | number)[]): Promise<DecideReply>;
-}
+import type { ListEntryValue } from "../domain/lists";
+import type { GreylistPolicy } from "../domain/verdict";
+import { networkId, outboundId, RedisKeys, tripletId } from "./keys";
+import { replyPairId } from "./record-store";
+import * as admin from "./redis-admin";
+import { defineScripts, type ScriptCommands } from "./redis-scripts";
+import type {
+  EntryKey,
+  Inspection,
+  OutboundPair,
+  StateRecord,
+  Store,
+  StoreDecision,
+  StoreOutcome,
+  StoreStats,
+  TripletQuery,
+} from "./store";
 
 /** Options of the Redis store. */
 export interface RedisStoreOptions {
@@ -50,8 +55,7 @@ function policyArgument(policy: GreylistPolicy): string {
   return argument;
 }
 
-function toOutcome(reply: DecideReply): Outcome {
-  const [code, ms] = reply;
+function toOutcome(code: number, ms: number): StoreOutcome {
   switch (code) {
     case 1:
       return { kind: "new_triplet", retryAfterMs: ms };
@@ -63,6 +67,8 @@ function toOutcome(reply: DecideReply): Outcome {
       return { kind: "known_triplet" };
     case 5:
       return { kind: "client_auto_whitelisted" };
+    case 6:
+      return { kind: "network_blocked" };
     default:
       throw new Error(`decide.lua returned unknown code ${String(code)}`);
   }
@@ -83,21 +89,19 @@ export function redisClientOptions(connectTimeoutMs: number): RedisOptions {
     // Reconnect for ever, at most once a second.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
     enableAutoPipelining: true,
-    lazyConnect: false,
   };
 }
 
 /** The Redis store. */
-export class RedisStore implements GreylistStore {
+export class RedisStore implements Store {
   readonly kind = "redis";
-  private readonly redis: Redis & DecideCommand;
+  private readonly redis: Redis & ScriptCommands;
   private readonly keys: RedisKeys;
   private readonly clockOffsetMs: () => number;
 
   constructor(options: RedisStoreOptions) {
     const redis = new Redis(options.url, redisClientOptions(options.connectTimeoutMs));
-    redis.defineCommand("greyfleetDecide", { numberOfKeys: 2, lua: DECIDE_LUA });
-    this.redis = redis as Redis & DecideCommand;
+    this.redis = defineScripts(redis);
     this.keys = new RedisKeys(options.keyPrefix);
     this.clockOffsetMs = options.clockOffsetMs ?? (() => 0);
     const onEvent = options.onEvent ?? (() => {});
@@ -108,14 +112,84 @@ export class RedisStore implements GreylistStore {
 
   async decide(query: TripletQuery, policy: GreylistPolicy): Promise<StoreDecision> {
     const netId = networkId(query.network);
-    const reply = await this.redis.greyfleetDecide(
+    const decided = this.redis.greyfleetDecide(
       this.keys.triplet(netId, tripletId(query)),
       this.keys.client(netId),
+      this.keys.block(netId),
       policyArgument(policy),
       query.singleUse ? "1" : "0",
       this.clockOffsetMs(),
     );
-    return { outcome: toOutcome(reply), nowMs: reply[2] };
+    // Sent in the same write as the script (auto-pipelining): one round trip for both. If only
+    // the lookup fails, the triplet's own decision stands.
+    const outbound = query.outbound
+      ? this.redis.exists(this.keys.outbound(replyPairId(query))).catch(() => 0)
+      : Promise.resolve(0);
+    const [code, ms, nowMs] = await decided;
+    const outcome = toOutcome(code, ms);
+    if (outcome.kind !== "network_blocked" && (await outbound) === 1) {
+      return { outcome: { kind: "outbound_reply" }, nowMs };
+    }
+    return { outcome, nowMs };
+  }
+
+  async blockNetwork(network: string, durationMs: number): Promise<void> {
+    await this.redis.greyfleetBlockNetwork(this.keys.block(networkId(network)), durationMs, this.clockOffsetMs());
+  }
+
+  async learnOutbound(pairs: readonly OutboundPair[], ttlMs: number): Promise<void> {
+    // One script per pair: each pair's key may live in its own Cluster slot.
+    await Promise.all(
+      pairs.map((pair) => this.redis.greyfleetLearnOutbound(this.keys.outbound(outboundId(pair)), ttlMs)),
+    );
+  }
+
+  async listsVersion(): Promise<number> {
+    return Number((await this.redis.get(this.keys.listsVersion())) ?? 0);
+  }
+
+  async listEntries(): Promise<ListEntryValue[]> {
+    return admin.parseEntries(await this.redis.hvals(this.keys.listEntries()));
+  }
+
+  async putEntries(entries: readonly ListEntryValue[]): Promise<void> {
+    const args = entries.flatMap((entry) => [`${entry.kind}\0${entry.value}`, JSON.stringify(entry)]);
+    await this.redis.greyfleetListsPut(this.keys.listEntries(), this.keys.listsVersion(), ...args);
+  }
+
+  async removeEntries(keys: readonly EntryKey[]): Promise<number> {
+    const fields = keys.map((key) => `${key.kind}\0${key.value}`);
+    const [removed] = await this.redis.greyfleetListsRemove(
+      this.keys.listEntries(),
+      this.keys.listsVersion(),
+      ...fields,
+    );
+    return removed;
+  }
+
+  inspect(query: TripletQuery): Promise<Inspection> {
+    return admin.inspect(this.redis, this.keys, query, this.clockOffsetMs());
+  }
+
+  async deleteTriplet(query: TripletQuery): Promise<boolean> {
+    const key = this.keys.triplet(networkId(query.network), tripletId(query));
+    return (await this.redis.greyfleetDeleteKeys(1, key)) > 0;
+  }
+
+  flushNetwork(network: string): Promise<number> {
+    return admin.flushNetwork(this.redis, this.keys, networkId(network));
+  }
+
+  stats(autoWhitelistPasses: number): Promise<StoreStats> {
+    return admin.stats(this.redis, this.keys, autoWhitelistPasses);
+  }
+
+  exportRecords(): AsyncIterable<StateRecord> {
+    return admin.exportRecords(this.redis, this.keys);
+  }
+
+  importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
+    return admin.importRecords(this.redis, this.keys, records);
   }
 
   waitUntilReady(timeoutMs: number): Promise<void> {

@@ -6,54 +6,70 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import type { ClientRecord, GreylistPolicy, TripletRecord } from "../domain/verdict";
-import { SCHEMA_VERSION } from "./keys";
-import { decideInTransaction, type RecordTransaction } from "./record-store";
-import type { GreylistStore, StoreDecision, TripletQuery } from "./store";
+import type { ListEntryValue, ListKindName } from "../domain/lists";
+import type { ClientRecord, GreylistPolicy } from "../domain/verdict";
+import { networkId, outboundId, tripletId } from "./keys";
+import { decideInTransaction, inspectInTransaction, type RecordTransaction, type StoredTriplet } from "./record-store";
+import { migrate } from "./sqlite-schema";
+import type {
+  EntryKey,
+  Inspection,
+  OutboundPair,
+  StateRecord,
+  Store,
+  StoreDecision,
+  StoreStats,
+  TripletQuery,
+} from "./store";
 
 /** Expired rows are deleted in batches of this size, every PRUNE_INTERVAL_MS. */
 const PRUNE_BATCH_ROWS = 5_000;
 const PRUNE_INTERVAL_MS = 60_000;
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS triplets (
-  id TEXT PRIMARY KEY,            -- tripletId(): hash of network, sender, recipient
-  network_id TEXT NOT NULL,       -- networkId() of the client network
-  first_seen_ms INTEGER NOT NULL,
-  passed_ms INTEGER NOT NULL,     -- 0 while pending
-  last_seen_ms INTEGER NOT NULL,
-  expires_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS triplets_expires ON triplets (expires_ms);
-CREATE TABLE IF NOT EXISTS clients (
-  network_id TEXT PRIMARY KEY,
-  passes INTEGER NOT NULL,
-  last_counted_ms INTEGER NOT NULL,
-  last_seen_ms INTEGER NOT NULL,
-  expires_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS clients_expires ON clients (expires_ms);
-`;
-
 interface TripletRow {
+  id: string;
+  network_id: string;
   first_seen_ms: number;
   passed_ms: number;
   last_seen_ms: number;
+  expires_ms: number;
 }
 
 interface ClientRow {
+  network_id: string;
   passes: number;
   last_counted_ms: number;
   last_seen_ms: number;
+  expires_ms: number;
+}
+
+interface EntryRow {
+  kind: string;
+  value: string;
+  expires_ms: number;
+  comment: string;
+  created_ms: number;
+  source: string;
+}
+
+function toEntry(row: EntryRow): ListEntryValue {
+  return {
+    kind: row.kind as ListKindName,
+    value: row.value,
+    expiresAtMs: row.expires_ms,
+    comment: row.comment,
+    createdAtMs: row.created_ms,
+    source: row.source,
+  };
 }
 
 /** SQLite store with an injected clock (epoch ms). */
-export class SqliteStore implements GreylistStore {
+export class SqliteStore implements Store {
   readonly kind = "sqlite";
   private readonly db: Database.Database;
-  private readonly decideTx: (query: TripletQuery, policy: GreylistPolicy, nowMs: number) => StoreDecision;
+  private readonly tx: RecordTransaction;
   private readonly pruneTimer: NodeJS.Timeout;
-  private readonly pruneStatements: Database.Statement[];
+  private readonly sql;
 
   constructor(
     readonly path: string,
@@ -62,59 +78,79 @@ export class SqliteStore implements GreylistStore {
   ) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path, { timeout: 2_000 });
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = NORMAL");
-    const version = this.db.pragma("user_version", { simple: true }) as number;
-    if (version !== 0 && version !== SCHEMA_VERSION) {
+    try {
+      this.db.pragma("journal_mode = WAL");
+      this.db.pragma("synchronous = NORMAL");
+      migrate(this.db, path);
+    } catch (error) {
       this.db.close();
-      throw new Error(`${path} has schema version ${version}; this greyfleet reads version ${SCHEMA_VERSION}`);
+      throw error;
     }
-    this.db.exec(SCHEMA);
-    this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
-
-    const getTriplet = this.db.prepare<[string, number], TripletRow>(
-      "SELECT first_seen_ms, passed_ms, last_seen_ms FROM triplets WHERE id = ? AND expires_ms > ?",
-    );
-    const getClient = this.db.prepare<[string, number], ClientRow>(
-      "SELECT passes, last_counted_ms, last_seen_ms FROM clients WHERE network_id = ? AND expires_ms > ?",
-    );
-    const putTriplet = this.db.prepare(
-      "INSERT OR REPLACE INTO triplets (id, network_id, first_seen_ms, passed_ms, last_seen_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
-    );
-    const deleteTriplet = this.db.prepare("DELETE FROM triplets WHERE id = ?");
-    const putClient = this.db.prepare(
-      "INSERT OR REPLACE INTO clients (network_id, passes, last_counted_ms, last_seen_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
-    );
-    const tx: RecordTransaction = {
-      getTriplet(id, nowMs): TripletRecord | undefined {
-        const row = getTriplet.get(id, nowMs);
-        return row && { firstSeenMs: row.first_seen_ms, passedMs: row.passed_ms, lastSeenMs: row.last_seen_ms };
+    const db = this.db;
+    this.sql = {
+      getTriplet: db.prepare<[string, number], TripletRow>("SELECT * FROM triplets WHERE id = ? AND expires_ms > ?"),
+      getClient: db.prepare<[string, number], ClientRow>(
+        "SELECT * FROM clients WHERE network_id = ? AND expires_ms > ?",
+      ),
+      getBlock: db.prepare<[string, number], { expires_ms: number }>(
+        "SELECT expires_ms FROM blocks WHERE network_id = ? AND expires_ms > ?",
+      ),
+      getOutbound: db.prepare<[string, number], { id: string }>(
+        "SELECT id FROM outbound WHERE id = ? AND expires_ms > ?",
+      ),
+      putTriplet: db.prepare(
+        "INSERT OR REPLACE INTO triplets (id, network_id, first_seen_ms, passed_ms, last_seen_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      deleteTriplet: db.prepare("DELETE FROM triplets WHERE id = ?"),
+      putClient: db.prepare(
+        "INSERT OR REPLACE INTO clients (network_id, passes, last_counted_ms, last_seen_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+      ),
+      putBlock: db.prepare("INSERT OR REPLACE INTO blocks (network_id, expires_ms) VALUES (?, ?)"),
+      putOutbound: db.prepare("INSERT OR REPLACE INTO outbound (id, expires_ms) VALUES (?, ?)"),
+      putEntry: db.prepare(
+        "INSERT OR REPLACE INTO entries (kind, value, expires_ms, comment, created_ms, source) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      deleteEntry: db.prepare("DELETE FROM entries WHERE kind = ? AND value = ?"),
+      bumpVersion: db.prepare("UPDATE meta SET value = value + 1 WHERE key = 'lists_version'"),
+      version: db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'lists_version'"),
+    };
+    const sql = this.sql;
+    this.tx = {
+      getTriplet(id, nowMs): StoredTriplet | undefined {
+        const row = sql.getTriplet.get(id, nowMs);
+        return (
+          row && {
+            firstSeenMs: row.first_seen_ms,
+            passedMs: row.passed_ms,
+            lastSeenMs: row.last_seen_ms,
+            expiresMs: row.expires_ms,
+          }
+        );
       },
       getClient(netId, nowMs): ClientRecord | undefined {
-        const row = getClient.get(netId, nowMs);
+        const row = sql.getClient.get(netId, nowMs);
         return row && { passes: row.passes, lastCountedMs: row.last_counted_ms, lastSeenMs: row.last_seen_ms };
       },
+      getBlock: (netId, nowMs) => sql.getBlock.get(netId, nowMs)?.expires_ms ?? 0,
+      hasOutbound: (id, nowMs) => sql.getOutbound.get(id, nowMs) !== undefined,
       putTriplet(id, netId, record, expiresMs): void {
-        if (record === null) deleteTriplet.run(id);
-        else putTriplet.run(id, netId, record.firstSeenMs, record.passedMs, record.lastSeenMs, expiresMs);
+        if (record === null) sql.deleteTriplet.run(id);
+        else sql.putTriplet.run(id, netId, record.firstSeenMs, record.passedMs, record.lastSeenMs, expiresMs);
       },
       putClient(netId, record, expiresMs): void {
-        putClient.run(netId, record.passes, record.lastCountedMs, record.lastSeenMs, expiresMs);
+        sql.putClient.run(netId, record.passes, record.lastCountedMs, record.lastSeenMs, expiresMs);
       },
     };
-    const transaction = this.db.transaction((query: TripletQuery, policy: GreylistPolicy, nowMs: number) =>
-      decideInTransaction(tx, query, policy, nowMs),
-    );
-    // IMMEDIATE: take the write lock up front, so two processes on one file never both read "new".
-    this.decideTx = (query, policy, nowMs) => transaction.immediate(query, policy, nowMs);
-    this.pruneStatements = [
-      this.db.prepare(
-        `DELETE FROM triplets WHERE id IN (SELECT id FROM triplets WHERE expires_ms <= ? LIMIT ${PRUNE_BATCH_ROWS})`,
-      ),
-      this.db.prepare(
-        `DELETE FROM clients WHERE network_id IN (SELECT network_id FROM clients WHERE expires_ms <= ? LIMIT ${PRUNE_BATCH_ROWS})`,
-      ),
-    ];
+    const prune = ["triplets", "clients", "blocks", "outbound"].map((table) => {
+      const key = table === "clients" || table === "blocks" ? "network_id" : "id";
+      return db.prepare(
+        `DELETE FROM ${table} WHERE ${key} IN (SELECT ${key} FROM ${table} WHERE expires_ms <= ? LIMIT ${PRUNE_BATCH_ROWS})`,
+      );
+    });
+    this.prune = () => {
+      const nowMs = this.now();
+      return prune.reduce((deleted, statement) => deleted + statement.run(nowMs).changes, 0);
+    };
     this.pruneTimer = setInterval(() => {
       try {
         this.prune();
@@ -124,38 +160,185 @@ export class SqliteStore implements GreylistStore {
     }, PRUNE_INTERVAL_MS).unref();
   }
 
+  /** Deletes one batch of expired rows per table; returns how many went. */
+  readonly prune: () => number;
+
   decide(query: TripletQuery, policy: GreylistPolicy): Promise<StoreDecision> {
-    try {
-      return Promise.resolve(this.decideTx(query, policy, this.now()));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    // IMMEDIATE: take the write lock up front, so two processes on one file never both read "new".
+    return this.write(() => decideInTransaction(this.tx, query, policy, this.now()));
   }
 
-  /** Deletes one batch of expired rows per table; returns how many went. */
-  prune(): number {
+  blockNetwork(network: string, durationMs: number): Promise<void> {
+    return this.write(() => void this.sql.putBlock.run(networkId(network), this.now() + durationMs));
+  }
+
+  learnOutbound(pairs: readonly OutboundPair[], ttlMs: number): Promise<void> {
+    return this.write(() => {
+      for (const pair of pairs) this.sql.putOutbound.run(outboundId(pair), this.now() + ttlMs);
+    });
+  }
+
+  listsVersion(): Promise<number> {
+    return this.read(() => this.sql.version.get()?.value ?? 0);
+  }
+
+  listEntries(): Promise<ListEntryValue[]> {
+    return this.read(() => (this.db.prepare("SELECT * FROM entries").all() as EntryRow[]).map(toEntry));
+  }
+
+  putEntries(entries: readonly ListEntryValue[]): Promise<void> {
+    return this.write(() => {
+      for (const e of entries)
+        this.sql.putEntry.run(e.kind, e.value, e.expiresAtMs, e.comment, e.createdAtMs, e.source);
+      this.sql.bumpVersion.run();
+    });
+  }
+
+  removeEntries(keys: readonly EntryKey[]): Promise<number> {
+    return this.write(() => {
+      const removed = keys.reduce((count, key) => count + this.sql.deleteEntry.run(key.kind, key.value).changes, 0);
+      this.sql.bumpVersion.run();
+      return removed;
+    });
+  }
+
+  inspect(query: TripletQuery): Promise<Inspection> {
+    return this.read(() => inspectInTransaction(this.tx, query, this.now()));
+  }
+
+  deleteTriplet(query: TripletQuery): Promise<boolean> {
+    return this.write(() => this.sql.deleteTriplet.run(tripletId(query)).changes > 0);
+  }
+
+  flushNetwork(network: string): Promise<number> {
+    const netId = networkId(network);
+    return this.write(() =>
+      ["triplets", "clients", "blocks"].reduce(
+        (count, table) => count + this.db.prepare(`DELETE FROM ${table} WHERE network_id = ?`).run(netId).changes,
+        0,
+      ),
+    );
+  }
+
+  stats(autoWhitelistPasses: number): Promise<StoreStats> {
+    return this.read(() => {
+      const nowMs = this.now();
+      const count = (sql: string, ...args: number[]): number => (this.db.prepare(sql).get(...args) as { n: number }).n;
+      return {
+        pendingTriplets: count("SELECT COUNT(*) n FROM triplets WHERE expires_ms > ? AND passed_ms = 0", nowMs),
+        passedTriplets: count("SELECT COUNT(*) n FROM triplets WHERE expires_ms > ? AND passed_ms > 0", nowMs),
+        autoWhitelistedClients:
+          autoWhitelistPasses > 0
+            ? count("SELECT COUNT(*) n FROM clients WHERE expires_ms > ? AND passes >= ?", nowMs, autoWhitelistPasses)
+            : 0,
+        greytrappedNetworks: count("SELECT COUNT(*) n FROM blocks WHERE expires_ms > ?", nowMs),
+        outboundPairs: count("SELECT COUNT(*) n FROM outbound WHERE expires_ms > ?", nowMs),
+      };
+    });
+  }
+
+  async *exportRecords(): AsyncIterable<StateRecord> {
     const nowMs = this.now();
-    let deleted = 0;
-    for (const statement of this.pruneStatements) deleted += statement.run(nowMs).changes;
-    return deleted;
+    for (const row of this.db
+      .prepare("SELECT * FROM triplets WHERE expires_ms > ?")
+      .iterate(nowMs) as Iterable<TripletRow>) {
+      yield {
+        type: "triplet",
+        id: row.id,
+        networkId: row.network_id,
+        firstSeenMs: row.first_seen_ms,
+        passedMs: row.passed_ms,
+        lastSeenMs: row.last_seen_ms,
+        expiresMs: row.expires_ms,
+      };
+    }
+    for (const row of this.db
+      .prepare("SELECT * FROM clients WHERE expires_ms > ?")
+      .iterate(nowMs) as Iterable<ClientRow>) {
+      yield {
+        type: "client",
+        networkId: row.network_id,
+        passes: row.passes,
+        lastCountedMs: row.last_counted_ms,
+        lastSeenMs: row.last_seen_ms,
+        expiresMs: row.expires_ms,
+      };
+    }
+    const blocks = this.db.prepare("SELECT * FROM blocks WHERE expires_ms > ?").all(nowMs) as {
+      network_id: string;
+      expires_ms: number;
+    }[];
+    for (const row of blocks) yield { type: "block", networkId: row.network_id, expiresMs: row.expires_ms };
+    const pairs = this.db.prepare("SELECT * FROM outbound WHERE expires_ms > ?").all(nowMs) as {
+      id: string;
+      expires_ms: number;
+    }[];
+    for (const row of pairs) yield { type: "outbound", id: row.id, expiresMs: row.expires_ms };
+    for (const entry of await this.listEntries()) yield { type: "entry", entry };
+  }
+
+  async importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
+    let imported = 0;
+    let expired = 0;
+    let entries = 0;
+    for await (const record of records) {
+      const nowMs = this.now();
+      if (record.type === "entry") {
+        if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= nowMs) {
+          expired++;
+          continue;
+        }
+        const e = record.entry;
+        this.sql.putEntry.run(e.kind, e.value, e.expiresAtMs, e.comment, e.createdAtMs, e.source);
+        entries++;
+      } else if (record.expiresMs <= nowMs) {
+        expired++;
+        continue;
+      } else if (record.type === "triplet") {
+        const r = record;
+        this.sql.putTriplet.run(r.id, r.networkId, r.firstSeenMs, r.passedMs, r.lastSeenMs, r.expiresMs);
+      } else if (record.type === "client") {
+        const r = record;
+        this.sql.putClient.run(r.networkId, r.passes, r.lastCountedMs, r.lastSeenMs, r.expiresMs);
+      } else if (record.type === "block") {
+        this.sql.putBlock.run(record.networkId, record.expiresMs);
+      } else {
+        this.sql.putOutbound.run(record.id, record.expiresMs);
+      }
+      imported++;
+    }
+    if (entries > 0) this.sql.bumpVersion.run();
+    return { imported, expired };
+  }
+
+  ping(): Promise<void> {
+    return this.read(() => void this.db.prepare("SELECT 1").get());
   }
 
   waitUntilReady(): Promise<void> {
     return this.ping();
   }
 
-  ping(): Promise<void> {
+  close(): Promise<void> {
+    clearInterval(this.pruneTimer);
+    if (this.db.open) this.db.close();
+    return Promise.resolve();
+  }
+
+  /** Runs `body` in an IMMEDIATE transaction; errors become rejections. */
+  private write<T>(body: () => T): Promise<T> {
     try {
-      this.db.prepare("SELECT 1").get();
-      return Promise.resolve();
+      return Promise.resolve(this.db.transaction(body).immediate());
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  close(): Promise<void> {
-    clearInterval(this.pruneTimer);
-    if (this.db.open) this.db.close();
-    return Promise.resolve();
+  private read<T>(body: () => T): Promise<T> {
+    try {
+      return Promise.resolve(body());
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 }

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  triplet hash   fields f = first seen ms, p = passed ms (absent while pending), l = last seen ms
 -- KEYS[2]  client hash    fields n = counted deliveries, c = last counted ms, l = last seen ms
---          (both keys carry the client network's hash tag: one Redis Cluster slot)
+-- KEYS[3]  block string   set while the network is greytrapped
+--          (all three carry the client network's hash tag: one Redis Cluster slot)
 -- ARGV[1]  the policy, one string "delay_ms,retry_window_ms,max_age_ms,awl_passes,awl_interval_ms"
 --          (awl_passes 0 = auto-whitelist off); one string is cheaper to send than five
 -- ARGV[2]  single use: "1" when the pass is consumed by one message (null sender), else "0"
@@ -15,6 +16,7 @@
 --   code 3 passed after retry,     ms = how long it was delayed
 --   code 4 known triplet
 --   code 5 client auto-whitelisted
+--   code 6 the network is greytrapped (nothing written)
 -- now_ms is the clock reading the decision was made at (Redis TIME + offset).
 
 local time = redis.call('TIME')
@@ -26,6 +28,10 @@ local window = tonumber(w)
 local max_age = tonumber(m)
 local awl_passes = tonumber(p)
 local awl_interval = tonumber(i)
+
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return { 6, 0, now }
+end
 
 -- Expiry is decided from the records' own times (TTLs only collect the garbage), exactly as in
 -- verdict.ts, so a store clock that is moved (tests) or a TTL that lags never changes a verdict.

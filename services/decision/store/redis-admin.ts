@@ -1,0 +1,206 @@
+/**
+ * The Redis store's administrator operations: inspection, deletion, statistics, export and
+ * import. They scan the deployment's keys (SCAN, in batches): on demand, never per decision.
+ */
+import type Redis from "ioredis";
+import type { ListEntryValue } from "../domain/lists";
+import { networkId, type RedisKeys, tripletId } from "./keys";
+import { replyPairId } from "./record-store";
+import type { ScriptCommands } from "./redis-scripts";
+import type { Inspection, StateRecord, StoreStats, TripletQuery } from "./store";
+
+type Client = Redis & ScriptCommands;
+
+/** Keys per SCAN call. */
+const SCAN_COUNT = 1_000;
+
+const num = (value: string | null | undefined): number => (value ? Number(value) : 0);
+
+/** List entries from the entries hash's values; malformed ones are skipped. */
+export function parseEntries(values: readonly string[]): ListEntryValue[] {
+  const entries: ListEntryValue[] = [];
+  for (const value of values) {
+    try {
+      entries.push(JSON.parse(value) as ListEntryValue);
+    } catch {
+      // A value not written by lists-put.lua: ignored rather than breaking every process.
+    }
+  }
+  return entries;
+}
+
+/** Reads a triplet, its network and its outbound pair without changing anything. */
+export async function inspect(
+  redis: Client,
+  keys: RedisKeys,
+  query: TripletQuery,
+  offsetMs: number,
+): Promise<Inspection> {
+  const netId = networkId(query.network);
+  const [snapshot, outbound] = await Promise.all([
+    redis.greyfleetInspect(keys.triplet(netId, tripletId(query)), keys.client(netId), keys.block(netId), offsetMs),
+    redis.exists(keys.outbound(replyPairId(query))),
+  ]);
+  const [nowMs, [f, p, l], ttl, [n, c, cl], block] = snapshot;
+  return {
+    nowMs,
+    triplet: f
+      ? { firstSeenMs: num(f), passedMs: num(p), lastSeenMs: num(l), expiresMs: nowMs + Math.max(0, ttl) }
+      : undefined,
+    client: n ? { passes: num(n), lastCountedMs: num(c), lastSeenMs: num(cl) } : undefined,
+    blockedUntilMs: num(block),
+    outbound: outbound === 1,
+  };
+}
+
+/** Calls `each` with every batch of keys matching `pattern`. */
+async function scan(redis: Redis, pattern: string, each: (keys: string[]) => Promise<void>): Promise<void> {
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", SCAN_COUNT);
+    if (keys.length > 0) await each(keys);
+    cursor = next;
+  } while (cursor !== "0");
+}
+
+/** Deletes every key of one network (one slot) in one script call. */
+export async function flushNetwork(redis: Client, keys: RedisKeys, netId: string): Promise<number> {
+  const found: string[] = [];
+  await scan(redis, keys.network(netId), async (batch) => void found.push(...batch));
+  return found.length === 0 ? 0 : redis.greyfleetDeleteKeys(found.length, ...found);
+}
+
+/** What a key of this deployment holds, from its name. */
+function keyType(key: string): "triplet" | "client" | "block" | "outbound" | "lists" {
+  if (key.includes("}:t:")) return "triplet";
+  if (key.endsWith("}:c")) return "client";
+  if (key.endsWith("}:b")) return "block";
+  if (key.includes("{lists}")) return "lists";
+  return "outbound";
+}
+
+/** Counts the state by scanning it. */
+export async function stats(redis: Client, keys: RedisKeys, autoWhitelistPasses: number): Promise<StoreStats> {
+  const counts = { pending: 0, passed: 0, whitelisted: 0, blocks: 0, outbound: 0 };
+  await scan(redis, keys.all(), async (batch) => {
+    const pipeline = redis.pipeline();
+    const types = batch.map(keyType);
+    batch.forEach((key, i) => {
+      if (types[i] === "triplet") pipeline.hexists(key, "p");
+      else if (types[i] === "client") pipeline.hget(key, "n");
+      else pipeline.exists(key);
+    });
+    const results = (await pipeline.exec()) ?? [];
+    results.forEach(([, value], i) => {
+      const type = types[i];
+      if (type === "triplet") counts[value === 1 ? "passed" : "pending"]++;
+      else if (type === "client" && autoWhitelistPasses > 0 && Number(value) >= autoWhitelistPasses)
+        counts.whitelisted++;
+      else if (type === "block") counts.blocks++;
+      else if (type === "outbound") counts.outbound++;
+    });
+  });
+  return {
+    pendingTriplets: counts.pending,
+    passedTriplets: counts.passed,
+    autoWhitelistedClients: counts.whitelisted,
+    greytrappedNetworks: counts.blocks,
+    outboundPairs: counts.outbound,
+  };
+}
+
+/** Every unexpired record, read batch by batch. */
+export async function* exportRecords(redis: Client, keys: RedisKeys): AsyncIterable<StateRecord> {
+  let cursor = "0";
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", keys.all(), "COUNT", SCAN_COUNT);
+    cursor = next;
+    const nowMs = Date.now();
+    for (const key of batch) {
+      const type = keyType(key);
+      const netId = /\{([0-9a-f]{16})\}/.exec(key)?.[1] ?? "";
+      if (type === "lists") continue;
+      const ttl = await redis.pttl(key);
+      if (ttl <= 0) continue;
+      const expiresMs = nowMs + ttl;
+      if (type === "triplet") {
+        const [f, p, l] = await redis.hmget(key, "f", "p", "l");
+        const id = key.slice(key.lastIndexOf(":") + 1);
+        yield { type, id, networkId: netId, firstSeenMs: num(f), passedMs: num(p), lastSeenMs: num(l), expiresMs };
+      } else if (type === "client") {
+        const [n, c, l] = await redis.hmget(key, "n", "c", "l");
+        yield { type, networkId: netId, passes: num(n), lastCountedMs: num(c), lastSeenMs: num(l), expiresMs };
+      } else if (type === "block") {
+        yield { type, networkId: netId, expiresMs };
+      } else {
+        yield { type: "outbound", id: key.slice(key.lastIndexOf(":") + 1), expiresMs };
+      }
+    }
+  } while (cursor !== "0");
+  for (const entry of parseEntries(await redis.hvals(keys.listEntries()))) yield { type: "entry", entry };
+}
+
+/** Writes records with their absolute expiry times; list entries bump the lists version. */
+export async function importRecords(
+  redis: Client,
+  keys: RedisKeys,
+  records: AsyncIterable<StateRecord>,
+): Promise<{ imported: number; expired: number }> {
+  let imported = 0;
+  let expired = 0;
+  const entries: string[] = [];
+  for await (const record of records) {
+    if (record.type === "entry") {
+      if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= Date.now()) expired++;
+      else entries.push(`${record.entry.kind}\0${record.entry.value}`, JSON.stringify(record.entry));
+      continue;
+    }
+    if (record.expiresMs <= Date.now()) {
+      expired++;
+      continue;
+    }
+    switch (record.type) {
+      case "triplet": {
+        const fields = [
+          "f",
+          record.firstSeenMs,
+          "l",
+          record.lastSeenMs,
+          ...(record.passedMs > 0 ? ["p", record.passedMs] : []),
+        ];
+        await redis.greyfleetImportRecord(
+          keys.triplet(record.networkId, record.id),
+          "hash",
+          record.expiresMs,
+          ...fields,
+        );
+        break;
+      }
+      case "client":
+        await redis.greyfleetImportRecord(
+          keys.client(record.networkId),
+          "hash",
+          record.expiresMs,
+          "n",
+          record.passes,
+          "c",
+          record.lastCountedMs,
+          "l",
+          record.lastSeenMs,
+        );
+        break;
+      case "block":
+        await redis.greyfleetImportRecord(keys.block(record.networkId), "string", record.expiresMs, record.expiresMs);
+        break;
+      case "outbound":
+        await redis.greyfleetImportRecord(keys.outbound(record.id), "string", record.expiresMs, "1");
+        break;
+    }
+    imported++;
+  }
+  if (entries.length > 0) {
+    await redis.greyfleetListsPut(keys.listEntries(), keys.listsVersion(), ...entries);
+    imported += entries.length / 2;
+  }
+  return { imported, expired };
+}
