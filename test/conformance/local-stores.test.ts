@@ -18,6 +18,7 @@ const dir = mkdtempSync(join(tmpdir(), "greyfleet-conformance-"));
     "memory",
     async () => ({ store, advance: (ms) => clock.advance(ms), slackMs: 0 }),
     () => store.close(),
+    async () => new MemoryStore(clock.now),
   );
 }
 
@@ -36,6 +37,7 @@ const dir = mkdtempSync(join(tmpdir(), "greyfleet-conformance-"));
       await store.close();
       await twin.close();
     },
+    async () => new SqliteStore(join(dir, `fresh-${Date.now()}.sqlite`), clock.now),
   );
 }
 

@@ -36,6 +36,7 @@ const open = async (prefix: string) => {
       await store.close();
       await twin.close();
     },
+    () => open(uniquePrefix()),
   );
 }
 

@@ -4,13 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { ListEntryValue } from "../../services/decision/domain/lists";
 import type { GreylistPolicy } from "../../services/decision/domain/verdict";
-import type { GreylistStore, TripletQuery } from "../../services/decision/store/store";
+import type { GreylistStore, StateRecord, Store, TripletQuery } from "../../services/decision/store/store";
 import { DEFAULT_POLICY } from "../support/engine";
 
 /** A store under test and the means to move its clock. */
 export interface StoreUnderTest {
-  readonly store: GreylistStore;
+  readonly store: Store;
   /** A second handle on the same state (another connection or process view), for races. */
   readonly twin?: GreylistStore;
   advance(ms: number): void;
@@ -39,8 +40,28 @@ function fresh(overrides: Partial<TripletQuery> = {}): TripletQuery {
   };
 }
 
-/** Registers the suite for one store. `open` runs once before the tests. */
-export function storeConformance(name: string, open: () => Promise<StoreUnderTest>, close: () => Promise<void>): void {
+const entry = (kind: ListEntryValue["kind"], value: string, expiresAtMs = 0): ListEntryValue => ({
+  kind,
+  value,
+  expiresAtMs,
+  comment: `test ${value}`,
+  createdAtMs: 1_800_000_000_000,
+  source: "admin",
+});
+
+async function collect(records: AsyncIterable<StateRecord>): Promise<StateRecord[]> {
+  const all: StateRecord[] = [];
+  for await (const record of records) all.push(record);
+  return all;
+}
+
+/** Registers the suite for one store. `open` runs once before the tests; `openEmpty` opens an empty store of the kind. */
+export function storeConformance(
+  name: string,
+  open: () => Promise<StoreUnderTest>,
+  close: () => Promise<void>,
+  openEmpty: () => Promise<Store>,
+): void {
   describe(`store conformance: ${name}`, () => {
     let sut: StoreUnderTest;
     const decide = async (query: TripletQuery, policy: GreylistPolicy = DEFAULT_POLICY) =>
@@ -162,13 +183,126 @@ export function storeConformance(name: string, open: () => Promise<StoreUnderTes
 
     it("concurrent first attempts record the triplet once and agree", async () => {
       const q = fresh();
-      const handles = [sut.store, sut.twin ?? sut.store];
+      const handles: GreylistStore[] = [sut.store, sut.twin ?? sut.store];
       const outcomes = await Promise.all(
         Array.from({ length: 20 }, (_, i) => (handles[i % 2] as GreylistStore).decide(q, DEFAULT_POLICY)),
       );
       const kinds = outcomes.map((o) => o.outcome.kind);
       assert.equal(kinds.filter((k) => k === "new_triplet").length, 1, kinds.join(","));
       assert.equal(kinds.filter((k) => k === "too_early").length, 19, kinds.join(","));
+    });
+
+    it("a greytrap block stops every decision of the network until it ends, writing nothing", async () => {
+      const q = fresh();
+      await sut.store.blockNetwork(q.network, 3_600_000);
+      assert.deepEqual(await decide(q), { kind: "network_blocked" });
+      assert.deepEqual(await decide({ ...q, recipient: "other@example.com" }), { kind: "network_blocked" });
+      assert.equal((await decide({ ...q, network: "10.254.254.0/24" })).kind, "new_triplet");
+      sut.advance(3_600_000 + sut.slackMs + S);
+      assert.equal((await decide(q)).kind, "new_triplet", "the block ended and the blocked attempt was not recorded");
+    });
+
+    it("answers a reply to a local user's outgoing mail at once, only when asked, until max-age", async () => {
+      const q = fresh({ outbound: true });
+      await sut.store.learnOutbound([{ local: q.recipient, external: q.sender }], 10 * D);
+      assert.deepEqual(await decide(q), { kind: "outbound_reply" });
+      // The triplet was recorded all the same: without the pair it is an early retry.
+      assert.equal((await decide({ ...q, outbound: false })).kind, "too_early");
+      assert.equal((await decide({ ...q, sender: "someone-else@example.org" })).kind, "new_triplet");
+      sut.advance(10 * D + sut.slackMs + S);
+      assert.notEqual((await decide(q)).kind, "outbound_reply");
+    });
+
+    it("keeps list entries with a version that changes on every change", async () => {
+      const before = await sut.store.listsVersion();
+      const added = [
+        entry("sender_whitelist", `w${counter}@example.org`),
+        entry("greytrap", `t${counter}@example.com`, 42),
+      ];
+      await sut.store.putEntries(added);
+      const afterPut = await sut.store.listsVersion();
+      assert.notEqual(afterPut, before);
+      const stored = await sut.store.listEntries();
+      for (const e of added)
+        assert.deepEqual(
+          stored.find((s) => s.kind === e.kind && s.value === e.value),
+          e,
+        );
+      assert.equal(await sut.store.removeEntries([{ kind: "greytrap", value: `t${counter}@example.com` }]), 1);
+      assert.equal(await sut.store.removeEntries([{ kind: "greytrap", value: "never-there@example.com" }]), 0);
+      assert.notEqual(await sut.store.listsVersion(), afterPut);
+      assert.equal(
+        (await sut.store.listEntries()).filter((e) => e.kind === "greytrap" && e.value === `t${counter}@example.com`)
+          .length,
+        0,
+      );
+    });
+
+    it("inspects what a decision would read, without writing", async () => {
+      const q = fresh();
+      const empty = await sut.store.inspect(q);
+      assert.equal(empty.triplet, undefined);
+      assert.equal(empty.blockedUntilMs, 0);
+      assert.equal((await decide(q)).kind, "new_triplet", "inspect wrote nothing");
+      const seen = await sut.store.inspect(q);
+      assert.ok(
+        seen.triplet && seen.triplet.passedMs === 0 && Math.abs(seen.triplet.firstSeenMs - seen.nowMs) <= sut.slackMs,
+      );
+      assert.ok(seen.triplet.expiresMs > seen.nowMs + 47 * H);
+    });
+
+    it("deletes one triplet, and flushes a whole network", async () => {
+      const q = fresh();
+      await decide(q);
+      assert.equal(await sut.store.deleteTriplet(q), true);
+      assert.equal(await sut.store.deleteTriplet(q), false);
+      assert.equal((await decide(q)).kind, "new_triplet");
+      sut.advance(301 * S);
+      await decide(q); // passes: a client record exists now
+      await decide({ ...q, recipient: "second@example.com" });
+      await sut.store.blockNetwork(q.network, H);
+      assert.equal(await sut.store.flushNetwork(q.network), 4, "two triplets, the client record, the block");
+      assert.equal((await decide(q)).kind, "new_triplet");
+    });
+
+    it("exports every record and an import into an empty store reproduces every decision", async () => {
+      const pending = fresh();
+      const passed = fresh();
+      await decide(pending);
+      await decide(passed);
+      sut.advance(301 * S);
+      await decide(passed);
+      const blocked = fresh();
+      await sut.store.blockNetwork(blocked.network, H);
+      const reply = fresh({ outbound: true });
+      await sut.store.learnOutbound([{ local: reply.recipient, external: reply.sender }], D);
+      const records = await collect(sut.store.exportRecords());
+      assert.ok(records.some((r) => r.type === "triplet") && records.some((r) => r.type === "entry"));
+      const target = await openEmpty();
+      try {
+        const result = await target.importRecords(
+          (async function* () {
+            yield* records;
+          })(),
+        );
+        assert.equal(result.imported + result.expired, records.length);
+        for (const q of [pending, passed, blocked, reply]) {
+          const [a, b] = await Promise.all([sut.store.inspect(q), target.inspect(q)]);
+          assert.equal(b.triplet?.firstSeenMs, a.triplet?.firstSeenMs);
+          assert.equal(b.triplet?.passedMs, a.triplet?.passedMs);
+          assert.equal(b.blockedUntilMs > 0, a.blockedUntilMs > 0);
+          assert.equal(b.outbound, a.outbound);
+        }
+        assert.equal((await target.listEntries()).length, (await sut.store.listEntries()).length);
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("counts the state", async () => {
+      const stats = await sut.store.stats(5);
+      assert.ok(stats.pendingTriplets > 0 && stats.passedTriplets > 0, JSON.stringify(stats));
+      assert.ok(stats.greytrappedNetworks >= 1 && stats.outboundPairs >= 1, JSON.stringify(stats));
     });
 
     it("closes", async () => {

@@ -1,7 +1,7 @@
 /**
  * The decision step shared by the stores that run the TypeScript state machine (SQLite, memory):
- * a greytrap block first, then an outbound pair, then verdict() over the triplet and client
- * records, written back with expiry times. Callers wrap it in their own transaction.
+ * a greytrap block first, then verdict() over the triplet and client records, written back with
+ * expiry times, then an outbound pair. Callers wrap it in their own transaction.
  */
 import { type ClientRecord, type GreylistPolicy, type TripletRecord, verdict } from "../domain/verdict";
 import { networkId, outboundId, tripletId } from "./keys";
@@ -36,14 +36,16 @@ export function decideInTransaction(
 ): StoreDecision {
   const netId = networkId(query.network);
   if (tx.getBlock(netId, nowMs) > 0) return { outcome: { kind: "network_blocked" }, nowMs };
-  if (query.outbound && tx.hasOutbound(replyPairId(query), nowMs))
-    return { outcome: { kind: "outbound_reply" }, nowMs };
   const id = tripletId(query);
   const transition = verdict(tx.getTriplet(id, nowMs), tx.getClient(netId, nowMs), nowMs, policy, query.singleUse);
   if (transition.triplet !== undefined) {
     tx.putTriplet(id, netId, transition.triplet, nowMs + transition.tripletTtlMs);
   }
   if (transition.client !== undefined) tx.putClient(netId, transition.client, nowMs + transition.clientTtlMs);
+  // A reply to a local user's mail is accepted whatever the triplet's state; the triplet is
+  // recorded as usual all the same, as the Redis store (which reads the pair alongside) does.
+  if (query.outbound && tx.hasOutbound(replyPairId(query), nowMs))
+    return { outcome: { kind: "outbound_reply" }, nowMs };
   return { outcome: transition.outcome, nowMs };
 }
 

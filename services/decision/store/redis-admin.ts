@@ -39,7 +39,7 @@ export async function inspect(
   const netId = networkId(query.network);
   const [snapshot, outbound] = await Promise.all([
     redis.greyfleetInspect(keys.triplet(netId, tripletId(query)), keys.client(netId), keys.block(netId), offsetMs),
-    redis.exists(keys.outbound(replyPairId(query))),
+    redis.get(keys.outbound(replyPairId(query))),
   ]);
   const [nowMs, [f, p, l], ttl, [n, c, cl], block] = snapshot;
   return {
@@ -48,8 +48,8 @@ export async function inspect(
       ? { firstSeenMs: num(f), passedMs: num(p), lastSeenMs: num(l), expiresMs: nowMs + Math.max(0, ttl) }
       : undefined,
     client: n ? { passes: num(n), lastCountedMs: num(c), lastSeenMs: num(cl) } : undefined,
-    blockedUntilMs: num(block),
-    outbound: outbound === 1,
+    blockedUntilMs: num(block) > nowMs ? num(block) : 0,
+    outbound: num(outbound) > nowMs,
   };
 }
 
@@ -130,10 +130,11 @@ export async function* exportRecords(redis: Client, keys: RedisKeys): AsyncItera
       } else if (type === "client") {
         const [n, c, l] = await redis.hmget(key, "n", "c", "l");
         yield { type, networkId: netId, passes: num(n), lastCountedMs: num(c), lastSeenMs: num(l), expiresMs };
-      } else if (type === "block") {
-        yield { type, networkId: netId, expiresMs };
       } else {
-        yield { type: "outbound", id: key.slice(key.lastIndexOf(":") + 1), expiresMs };
+        // Blocks and pairs hold their end time in the store's clock: export that, not the TTL.
+        const until = num(await redis.get(key)) || expiresMs;
+        if (type === "block") yield { type, networkId: netId, expiresMs: until };
+        else yield { type: "outbound", id: key.slice(key.lastIndexOf(":") + 1), expiresMs: until };
       }
     }
   } while (cursor !== "0");
@@ -193,7 +194,7 @@ export async function importRecords(
         await redis.greyfleetImportRecord(keys.block(record.networkId), "string", record.expiresMs, record.expiresMs);
         break;
       case "outbound":
-        await redis.greyfleetImportRecord(keys.outbound(record.id), "string", record.expiresMs, "1");
+        await redis.greyfleetImportRecord(keys.outbound(record.id), "string", record.expiresMs, record.expiresMs);
         break;
     }
     imported++;

@@ -9,7 +9,7 @@ type Arg = string | number;
 export interface ScriptCommands {
   greyfleetDecide(triplet: string, client: string, block: string, ...args: Arg[]): Promise<[number, number, number]>;
   greyfleetBlockNetwork(block: string, durationMs: Arg, offsetMs: Arg): Promise<number>;
-  greyfleetLearnOutbound(pair: string, ttlMs: Arg): Promise<number>;
+  greyfleetLearnOutbound(pair: string, ttlMs: Arg, offsetMs: Arg): Promise<number>;
   greyfleetListsPut(entries: string, version: string, ...fieldsAndValues: string[]): Promise<number>;
   greyfleetListsRemove(entries: string, version: string, ...fields: string[]): Promise<[number, number]>;
   greyfleetInspect(

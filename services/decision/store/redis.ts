@@ -123,11 +123,12 @@ export class RedisStore implements Store {
     // Sent in the same write as the script (auto-pipelining): one round trip for both. If only
     // the lookup fails, the triplet's own decision stands.
     const outbound = query.outbound
-      ? this.redis.exists(this.keys.outbound(replyPairId(query))).catch(() => 0)
-      : Promise.resolve(0);
+      ? this.redis.get(this.keys.outbound(replyPairId(query))).catch(() => null)
+      : Promise.resolve(null);
     const [code, ms, nowMs] = await decided;
     const outcome = toOutcome(code, ms);
-    if (outcome.kind !== "network_blocked" && (await outbound) === 1) {
+    // The pair's value is when it is forgotten, compared with the script's clock.
+    if (outcome.kind !== "network_blocked" && Number((await outbound) ?? 0) > nowMs) {
       return { outcome: { kind: "outbound_reply" }, nowMs };
     }
     return { outcome, nowMs };
@@ -139,8 +140,9 @@ export class RedisStore implements Store {
 
   async learnOutbound(pairs: readonly OutboundPair[], ttlMs: number): Promise<void> {
     // One script per pair: each pair's key may live in its own Cluster slot.
+    const offset = this.clockOffsetMs();
     await Promise.all(
-      pairs.map((pair) => this.redis.greyfleetLearnOutbound(this.keys.outbound(outboundId(pair)), ttlMs)),
+      pairs.map((pair) => this.redis.greyfleetLearnOutbound(this.keys.outbound(outboundId(pair)), ttlMs, offset)),
     );
   }
 

@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  triplet hash   fields f = first seen ms, p = passed ms (absent while pending), l = last seen ms
 -- KEYS[2]  client hash    fields n = counted deliveries, c = last counted ms, l = last seen ms
--- KEYS[3]  block string   set while the network is greytrapped
+-- KEYS[3]  block string   the end of the network's greytrap block, epoch ms
 --          (all three carry the client network's hash tag: one Redis Cluster slot)
 -- ARGV[1]  the policy, one string "delay_ms,retry_window_ms,max_age_ms,awl_passes,awl_interval_ms"
 --          (awl_passes 0 = auto-whitelist off); one string is cheaper to send than five
@@ -29,7 +29,8 @@ local max_age = tonumber(m)
 local awl_passes = tonumber(p)
 local awl_interval = tonumber(i)
 
-if redis.call('EXISTS', KEYS[3]) == 1 then
+local blocked_until = tonumber(redis.call('GET', KEYS[3]))
+if blocked_until ~= nil and blocked_until > now then
   return { 6, 0, now }
 end
 
