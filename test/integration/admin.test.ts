@@ -1,0 +1,164 @@
+/**
+ * The admin API and `greyfleet admin` against real decision services: list changes reach every
+ * process on one Redis within 2 s, classic files import with a report of their bad lines, and a
+ * dump from the embedded store restores into Redis with every decision reproduced.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
+import { projectFile } from "../../services/shared/paths";
+import { rcpt } from "../support/engine";
+import { GreyfleetProcess, runGreyfleet } from "../support/greyfleet-process";
+import { TestClient } from "../support/grpc-clients";
+import { RedisServer, uniquePrefix } from "../support/redis-server";
+
+const serve = (store: string, ...extra: string[]) =>
+  GreyfleetProcess.start(["serve", "--store", store, "--listen", "127.0.0.1:0", "--metrics-listen", "", ...extra]);
+
+describe("greyfleet admin", () => {
+  let redis: RedisServer;
+  let a: GreyfleetProcess;
+  let b: GreyfleetProcess;
+  let clientB: TestClient;
+  const dir = mkdtempSync(join(tmpdir(), "greyfleet-admin-"));
+  const admin = (proc: GreyfleetProcess, ...args: string[]) =>
+    runGreyfleet(["admin", "--server", proc.grpcAddress, ...args]);
+
+  before(async () => {
+    redis = await RedisServer.start();
+    const prefix = uniquePrefix();
+    [a, b] = await Promise.all([
+      serve(redis.url, "--redis-key-prefix", prefix, "--default-whitelist", "off"),
+      serve(redis.url, "--redis-key-prefix", prefix, "--default-whitelist", "off"),
+    ]);
+    clientB = new TestClient(b.grpcAddress);
+  });
+
+  after(async () => {
+    clientB?.close();
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("applies a list change made through one process on another within 2 s", async () => {
+    const request = rcpt({ clientAddress: "198.51.100.44" });
+    assert.equal((await clientB.check(request)).reason, Reason.REASON_NEW_TRIPLET);
+    const added = await admin(
+      a,
+      "add",
+      "client_whitelist",
+      "198.51.100.0/24",
+      "--comment",
+      "partner",
+      "--expires",
+      "7d",
+    );
+    assert.equal(added.code, 0, added.stderr);
+    const changed = Date.now();
+    let reason = Reason.REASON_UNSPECIFIED;
+    while (Date.now() - changed < 2_000 && reason !== Reason.REASON_CLIENT_WHITELISTED) {
+      reason = (await clientB.check(request)).reason;
+    }
+    assert.equal(reason, Reason.REASON_CLIENT_WHITELISTED, "B applied A's change within 2 s");
+    const removed = await admin(b, "remove", "client_whitelist", "198.51.100.0/24");
+    assert.equal(removed.code, 0, removed.stderr);
+    const listed = await admin(a, "--json", "list", "client_whitelist");
+    assert.deepEqual(JSON.parse(listed.stdout), []);
+  });
+
+  it("imports the classic formats and reports exactly the lines it could not parse", async () => {
+    const fixtures = projectFile("test/fixtures/imports");
+    const clients = await admin(a, "import", "postgrey-clients", join(fixtures, "postgrey_whitelist_clients.local"));
+    assert.equal(clients.code, 1, "bad lines make the exit status 1");
+    assert.match(clients.stdout, /^added \d+ entries from /);
+    const reported = clients.stdout.split("\n").filter((line) => /\.local:\d+: /.test(line));
+    assert.deepEqual(
+      reported.map((line) => Number(/\.local:(\d+):/.exec(line)?.[1])),
+      [19, 20, 21, 22, 23, 24],
+    );
+    const recipients = await admin(
+      a,
+      "--json",
+      "import",
+      "postgrey-recipients",
+      join(fixtures, "postgrey_whitelist_recipients.local"),
+    );
+    const report = JSON.parse(recipients.stdout) as { added: number; problems: { line: number }[] };
+    assert.ok(report.added > 0 && report.problems.length > 0, recipients.stdout);
+    const prefixes = await admin(a, "import", "ip-prefixes", join(fixtures, "relaydelay-whitelist-ip.txt"));
+    assert.match(prefixes.stdout, /^added \d+ entries/);
+    const listed = await admin(b, "--json", "list", "client_whitelist");
+    const values = (JSON.parse(listed.stdout) as { value: string }[]).map((e) => e.value);
+    assert.ok(values.includes("10.20.0.0/16") && values.includes("203.0.113.64/26"), values.join(" "));
+    assert.equal((await clientB.check(rcpt({ clientAddress: "10.20.3.4" }))).reason, Reason.REASON_CLIENT_WHITELISTED);
+  });
+
+  it("explains, deletes, flushes and counts, in tables and in JSON", async () => {
+    const args = ["--client", "100.64.9.60", "--sender", "x@example.org", "--recipient", "y@example.com"];
+    await clientB.check(rcpt({ clientAddress: "100.64.9.60", sender: "x@example.org", recipient: "y@example.com" }));
+    const explained = await admin(a, "explain", ...args);
+    assert.match(explained.stdout, /answer: +defer \(451 4\.7\.1 Greylisted/);
+    assert.match(explained.stdout, /reason: +too_early/);
+    const json = JSON.parse((await admin(a, "--json", "explain", ...args)).stdout) as { clientNetwork: string };
+    assert.equal(json.clientNetwork, "100.64.9.0/24");
+    assert.match((await admin(a, "stats")).stdout, /pending triplets +[1-9]/);
+    assert.equal((await admin(a, "delete", ...args)).code, 0);
+    assert.equal((await admin(a, "delete", ...args)).code, 1, "no such triplet any more");
+    await clientB.check(rcpt({ clientAddress: "100.64.9.61", sender: "x@example.org", recipient: "z@example.com" }));
+    assert.match((await admin(a, "flush", "100.64.9.1")).stdout, /^flushed 100\.64\.9\.0\/24: [1-9]\d* records/);
+    const bad = await admin(a, "add", "greytrap", "example.com");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /"example\.com": /);
+    const usage = await admin(a, "add", "no_such_kind", "x");
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /unknown list kind "no_such_kind"/);
+  });
+
+  it("restores a dump of the embedded store into Redis with every decision reproduced", async () => {
+    const sqlite = await serve(`sqlite:${join(dir, "source.sqlite")}`, "--delay", "1s", "--default-whitelist", "off");
+    const source = new TestClient(sqlite.grpcAddress);
+    const requests = Array.from({ length: 6 }, (_, i) =>
+      rcpt({ clientAddress: `203.0.${i}.9`, sender: `s${i}@example.org`, recipient: "r@example.com" }),
+    );
+    for (const request of requests) await source.check(request);
+    await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "add", "greytrap", "trap@example.com"]);
+    await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "add", "sender_whitelist", "friend@example.org"]);
+    await source.check(rcpt({ clientAddress: "203.0.99.1", recipient: "trap@example.com" }));
+    const dump = join(dir, "dump.jsonl");
+    const exported = await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "export", dump]);
+    assert.equal(exported.code, 0, exported.stderr);
+
+    const target = await serve(
+      redis.url,
+      "--redis-key-prefix",
+      uniquePrefix(),
+      "--delay",
+      "1s",
+      "--default-whitelist",
+      "off",
+    );
+    const restored = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.match(restored.stdout, /^imported \d+ records, skipped 0 expired/);
+    const restoredClient = new TestClient(target.grpcAddress);
+    const probes = [
+      ...requests,
+      rcpt({ clientAddress: "203.0.99.2", recipient: "someone@example.com" }),
+      rcpt({ sender: "friend@example.org" }),
+      rcpt({ clientAddress: "198.51.100.99", recipient: "trap@example.com" }),
+    ];
+    for (const probe of probes) {
+      const [x, y] = await Promise.all([source.check(probe), restoredClient.check(probe)]);
+      assert.deepEqual([y.action, y.reason], [x.action, x.reason], `${probe.clientAddress} ${probe.sender}`);
+    }
+    source.close();
+    restoredClient.close();
+    await sqlite.stop();
+    await target.stop();
+  });
+});
