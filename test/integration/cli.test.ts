@@ -45,11 +45,13 @@ describe("greyfleet command", () => {
     assert.match(busy.stderr, new RegExp(`start-up failed.*--listen ${taken}`));
   });
 
-  it("says which commands are not part of this version", async () => {
-    const result = await runGreyfleet(["admin", "stats"]);
-    assert.equal(result.code, 2);
-    assert.match(result.stderr, /greyfleet admin: the admin command is not part of this version yet/);
-    assert.equal((await runGreyfleet(["frobnicate"])).code, 2);
+  it("refuses unknown commands, and says so when the admin server cannot be reached", async () => {
+    const unknown = await runGreyfleet(["frobnicate"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command "frobnicate"/);
+    const unreachable = await runGreyfleet(["admin", "--server", "127.0.0.1:1", "stats"]);
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /^greyfleet admin: .*(ECONNREFUSED|No connection established)/);
   });
 
   it("prints help with every setting", async () => {
