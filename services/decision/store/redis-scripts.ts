@@ -7,7 +7,13 @@ type Arg = string | number;
 
 /** The scripts as commands: keys first, then arguments. */
 export interface ScriptCommands {
-  greyfleetDecide(triplet: string, client: string, block: string, ...args: Arg[]): Promise<[number, number, number]>;
+  greyfleetDecide(
+    triplet: string,
+    client: string,
+    block: string,
+    outbound: string,
+    ...args: Arg[]
+  ): Promise<[number, number, number]>;
   greyfleetBlockNetwork(block: string, durationMs: Arg, offsetMs: Arg): Promise<number>;
   greyfleetLearnOutbound(pair: string, ttlMs: Arg, offsetMs: Arg): Promise<number>;
   greyfleetListsPut(entries: string, version: string, ...fieldsAndValues: string[]): Promise<number>;
@@ -23,7 +29,7 @@ export interface ScriptCommands {
 }
 
 const SCRIPTS: readonly [name: keyof ScriptCommands, file: string, keys: number | undefined][] = [
-  ["greyfleetDecide", "decide.lua", 3],
+  ["greyfleetDecide", "decide.lua", 4],
   ["greyfleetBlockNetwork", "block-network.lua", 1],
   ["greyfleetLearnOutbound", "learn-outbound.lua", 1],
   ["greyfleetListsPut", "lists-put.lua", 2],

@@ -1,8 +1,7 @@
 /**
  * `redis://` store: the fleet store. Each decision is one EVALSHA of lua/decide.lua, so every
- * MX host sees one atomic read-decide-write and one clock (Redis TIME). When the caller asks
- * about an outbound pair (a reply to a local user), that key lives in another slot, so it is
- * read by an EXISTS sent in the same write (one network round trip). Expiry is Redis TTL.
+ * MX host sees one atomic read-decide-write and one clock (Redis TIME); the outbound pair (a
+ * reply to a local user) is read in the same script. Expiry is Redis TTL.
  */
 import Redis, { type RedisOptions } from "ioredis";
 import type { ListEntryValue } from "../domain/lists";
@@ -69,6 +68,8 @@ function toOutcome(code: number, ms: number): StoreOutcome {
       return { kind: "client_auto_whitelisted" };
     case 6:
       return { kind: "network_blocked" };
+    case 7:
+      return { kind: "outbound_reply" };
     default:
       throw new Error(`decide.lua returned unknown code ${String(code)}`);
   }
@@ -112,26 +113,18 @@ export class RedisStore implements Store {
 
   async decide(query: TripletQuery, policy: GreylistPolicy): Promise<StoreDecision> {
     const netId = networkId(query.network);
-    const decided = this.redis.greyfleetDecide(
+    const [code, ms, nowMs] = await this.redis.greyfleetDecide(
       this.keys.triplet(netId, tripletId(query)),
       this.keys.client(netId),
       this.keys.block(netId),
+      // On one Redis server the pair is read inside the script; a Cluster store (another slot)
+      // will read it alongside instead.
+      query.outbound ? this.keys.outbound(replyPairId(query)) : "",
       policyArgument(policy),
       query.singleUse ? "1" : "0",
       this.clockOffsetMs(),
     );
-    // Sent in the same write as the script (auto-pipelining): one round trip for both. If only
-    // the lookup fails, the triplet's own decision stands.
-    const outbound = query.outbound
-      ? this.redis.get(this.keys.outbound(replyPairId(query))).catch(() => null)
-      : Promise.resolve(null);
-    const [code, ms, nowMs] = await decided;
-    const outcome = toOutcome(code, ms);
-    // The pair's value is when it is forgotten, compared with the script's clock.
-    if (outcome.kind !== "network_blocked" && Number((await outbound) ?? 0) > nowMs) {
-      return { outcome: { kind: "outbound_reply" }, nowMs };
-    }
-    return { outcome, nowMs };
+    return { outcome: toOutcome(code, ms), nowMs };
   }
 
   async blockNetwork(network: string, durationMs: number): Promise<void> {
