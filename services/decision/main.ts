@@ -16,6 +16,7 @@ import { Engine } from "./engine";
 import { startHealthMonitor } from "./health-monitor";
 import { ListsCache } from "./lists-cache";
 import { startDecisionServer } from "./rpc/server";
+import { startStateSampler } from "./state-sampler";
 import { openStore } from "./store/open";
 
 /** The shipped default whitelist, relative to the project's top directory. */
@@ -149,6 +150,13 @@ export async function startDecisionService(
     throw error;
   }
   await lists.start(config.listsRefreshMs);
+  const stopSampler = startStateSampler({
+    store,
+    intervalMs: config.stateSampleIntervalMs,
+    autoWhitelistPasses: config.autoWhitelistPasses,
+    metrics,
+    log: log.child("sampler"),
+  });
   const monitor = startHealthMonitor({
     store,
     intervalMs: config.healthIntervalMs,
@@ -175,6 +183,7 @@ export async function startDecisionService(
         name: "store",
         stop: () => {
           lists.stop();
+          stopSampler();
           return store.close();
         },
       },

@@ -21,6 +21,14 @@ export const INVALID_REQUESTS_TOTAL = "greyfleet_invalid_requests_total";
 export const LIST_HITS_TOTAL = "greyfleet_list_hits_total";
 /** List entries in force, by list kind (store entries plus the default whitelist). */
 export const LIST_ENTRIES = "greyfleet_list_entries";
+/** Triplets in the store by state (pending|passed), sampled every --state-sample-interval (estimated on Redis). */
+export const TRIPLETS = "greyfleet_triplets";
+/** Client networks auto-whitelisted, sampled like TRIPLETS. */
+export const AUTO_WHITELISTED_CLIENTS = "greyfleet_auto_whitelisted_clients";
+/** Client networks blocked by a greytrap, sampled like TRIPLETS. */
+export const GREYTRAPPED_NETWORKS = "greyfleet_greytrapped_networks";
+/** Outbound pairs remembered, sampled like TRIPLETS. */
+export const OUTBOUND_PAIRS = "greyfleet_outbound_pairs";
 /** Always 1; labels: version, command. */
 export const BUILD_INFO = "greyfleet_build_info";
 

@@ -18,6 +18,10 @@ export interface DecisionMetrics {
   readonly invalidRequests: Counter<"field">;
   readonly listHits: Counter<"kind">;
   readonly listEntries: Gauge<"kind">;
+  readonly triplets: Gauge<"state">;
+  readonly autoWhitelistedClients: Gauge;
+  readonly greytrappedNetworks: Gauge;
+  readonly outboundPairs: Gauge;
 }
 
 /** A registry with build info and the default Node.js process metrics. */
@@ -90,6 +94,27 @@ export function createDecisionMetrics(registry: Registry): DecisionMetrics {
       name: names.LIST_ENTRIES,
       help: "List entries in force, by list kind.",
       labelNames: ["kind"],
+      registers,
+    }),
+    triplets: new Gauge({
+      name: names.TRIPLETS,
+      help: "Triplets in the store by state (pending, passed); sampled, estimated on Redis.",
+      labelNames: ["state"],
+      registers,
+    }),
+    autoWhitelistedClients: new Gauge({
+      name: names.AUTO_WHITELISTED_CLIENTS,
+      help: "Client networks auto-whitelisted; sampled, estimated on Redis.",
+      registers,
+    }),
+    greytrappedNetworks: new Gauge({
+      name: names.GREYTRAPPED_NETWORKS,
+      help: "Client networks blocked by a greytrap; sampled, estimated on Redis.",
+      registers,
+    }),
+    outboundPairs: new Gauge({
+      name: names.OUTBOUND_PAIRS,
+      help: "Outbound pairs remembered; sampled, estimated on Redis.",
       registers,
     }),
   };

@@ -320,6 +320,13 @@ export const SETTINGS = {
     doc: "Milliseconds between checks for list changes made through any decision process (applied within this).",
     parse: millis(100, 60_000),
   }),
+  stateSampleIntervalMs: setting({
+    flag: "state-sample-interval",
+    default: "60s",
+    commands: SERVICE,
+    doc: "Milliseconds between samples of the store's counts for metrics (estimated from 200 random keys on Redis).",
+    parse: millis(1_000, 3_600_000),
+  }),
   decisionAddress: setting({
     flag: "decision",
     default: "127.0.0.1:50051",

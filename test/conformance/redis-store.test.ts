@@ -104,6 +104,19 @@ describe("redis store specifics", () => {
     await store.close();
   });
 
+  it("estimates the counts from a random sample of keys", async () => {
+    const prefix = uniquePrefix();
+    const store = await open(prefix);
+    for (let i = 0; i < 100; i++) await store.decide({ ...query, recipient: `sample${i}@example.com` }, DEFAULT_POLICY);
+    const exact = await store.stats(5);
+    const estimate = await store.sampleStats(5);
+    assert.ok(exact.pendingTriplets >= 100);
+    // Other tests' keys share this server: the estimate counts only this prefix, scaled by DBSIZE.
+    assert.ok(estimate.pendingTriplets > 0, JSON.stringify(estimate));
+    assert.equal(estimate.passedTriplets, 0);
+    await store.close();
+  });
+
   it("uses the Redis clock: the answer carries Redis TIME", async () => {
     offsetMs = 0;
     const store = await open(uniquePrefix());

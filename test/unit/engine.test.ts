@@ -123,6 +123,7 @@ function failingStore(mode: "reject" | "hang"): GreylistStore {
     listEntries: fail,
     putEntries: fail,
     removeEntries: fail,
+    sampleStats: fail,
     waitUntilReady: () => Promise.reject(new Error("down")),
     ping: () => Promise.reject(new Error("down")),
     close: () => Promise.resolve(),

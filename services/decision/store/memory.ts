@@ -99,6 +99,10 @@ export class MemoryStore implements Store, RecordTransaction {
     });
   }
 
+  sampleStats(autoWhitelistPasses: number): Promise<StoreStats> {
+    return this.stats(autoWhitelistPasses);
+  }
+
   stats(autoWhitelistPasses: number): Promise<StoreStats> {
     return this.run(() => {
       const nowMs = this.now();

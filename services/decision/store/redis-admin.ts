@@ -109,6 +109,50 @@ export async function stats(redis: Client, keys: RedisKeys, autoWhitelistPasses:
   };
 }
 
+/** Random keys looked at per estimate. */
+const SAMPLE_KEYS = 200;
+
+/**
+ * Estimates the counts from random keys (RANDOMKEY) scaled by DBSIZE: a few hundred commands
+ * whatever the size of the greylist. Keys of other deployments count as "other", so the
+ * estimate holds on a shared Redis too.
+ */
+export async function estimateStats(redis: Client, keys: RedisKeys, autoWhitelistPasses: number): Promise<StoreStats> {
+  const size = await redis.dbsize();
+  const counts = { pending: 0, passed: 0, whitelisted: 0, blocks: 0, outbound: 0 };
+  const samples = Math.min(SAMPLE_KEYS, size);
+  if (samples > 0) {
+    const pipeline = redis.pipeline();
+    for (let i = 0; i < samples; i++) pipeline.randomkey();
+    const sampled = ((await pipeline.exec()) ?? []).map(([, key]) => String(key ?? ""));
+    const ours = sampled.filter((key) => key.startsWith(keys.prefix) && !key.includes("{lists}"));
+    const details = redis.pipeline();
+    for (const key of ours) {
+      if (keyType(key) === "triplet") details.hexists(key, "p");
+      else if (keyType(key) === "client") details.hget(key, "n");
+      else details.exists(key);
+    }
+    const results = (await details.exec()) ?? [];
+    ours.forEach((key, i) => {
+      const value = results[i]?.[1];
+      const type = keyType(key);
+      if (type === "triplet") counts[value === 1 ? "passed" : "pending"]++;
+      else if (type === "client" && autoWhitelistPasses > 0 && Number(value) >= autoWhitelistPasses)
+        counts.whitelisted++;
+      else if (type === "block") counts.blocks++;
+      else if (type === "outbound") counts.outbound++;
+    });
+  }
+  const scale = (n: number): number => (samples === 0 ? 0 : Math.round((n / samples) * size));
+  return {
+    pendingTriplets: scale(counts.pending),
+    passedTriplets: scale(counts.passed),
+    autoWhitelistedClients: scale(counts.whitelisted),
+    greytrappedNetworks: scale(counts.blocks),
+    outboundPairs: scale(counts.outbound),
+  };
+}
+
 /** Every unexpired record, read batch by batch. */
 export async function* exportRecords(redis: Client, keys: RedisKeys): AsyncIterable<StateRecord> {
   let cursor = "0";

@@ -179,6 +179,10 @@ export class RedisStore implements Store {
     return admin.stats(this.redis, this.keys, autoWhitelistPasses);
   }
 
+  sampleStats(autoWhitelistPasses: number): Promise<StoreStats> {
+    return admin.estimateStats(this.redis, this.keys, autoWhitelistPasses);
+  }
+
   exportRecords(): AsyncIterable<StateRecord> {
     return admin.exportRecords(this.redis, this.keys);
   }

@@ -220,6 +220,10 @@ export class SqliteStore implements Store {
     );
   }
 
+  sampleStats(autoWhitelistPasses: number): Promise<StoreStats> {
+    return this.stats(autoWhitelistPasses);
+  }
+
   stats(autoWhitelistPasses: number): Promise<StoreStats> {
     return this.read(() => {
       const nowMs = this.now();

@@ -105,6 +105,11 @@ export interface GreylistStore {
   putEntries(entries: readonly ListEntryValue[]): Promise<void>;
   /** Removes entries; returns how many existed. */
   removeEntries(keys: readonly EntryKey[]): Promise<number>;
+  /**
+   * Counts of the state for metrics, cheap enough to run every minute: exact where counting is
+   * cheap (SQLite, memory), estimated from a random sample of keys on Redis.
+   */
+  sampleStats(autoWhitelistPasses: number): Promise<StoreStats>;
   /** Resolves once the store is connected; rejects if that takes longer than `timeoutMs`. */
   waitUntilReady(timeoutMs: number): Promise<void>;
   /** Resolves when the store answers; rejects when it is unreachable. */
