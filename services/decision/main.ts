@@ -44,6 +44,12 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
   const store = openStore(config.store, {
     dataDir: config.dataDir,
     redisKeyPrefix: config.redisKeyPrefix,
+    password: storePassword(config),
+    tls: {
+      ca: readSettingFile("store-tls-ca-file", config.storeTlsCaFile),
+      cert: readSettingFile("store-tls-cert-file", config.storeTlsCertFile),
+      key: readSettingFile("store-tls-key-file", config.storeTlsKeyFile),
+    },
     onEvent: (event, detail) => storeLog.debug(`store ${event}`, { detail }),
   });
   const policy = {
@@ -96,6 +102,23 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
     log: log.child("engine"),
   });
   return { engine, store, lists, policy };
+}
+
+/** The contents of a file a setting names, or undefined when it names none. */
+function readSettingFile(flag: string, path: string): string | undefined {
+  if (path === "") return undefined;
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new Error(`--${flag} ${path}: ${describeError(error)}`);
+  }
+}
+
+/** The store password: from --store-password-file, else GREYFLEET_STORE_PASSWORD / the YAML file. */
+function storePassword(config: Config): string | undefined {
+  const fromFile = readSettingFile("store-password-file", config.storePasswordFile);
+  if (fromFile !== undefined) return fromFile.replace(/\r?\n$/, "");
+  return config.storePassword || undefined;
 }
 
 /** The shipped default whitelist as list entries (source "default"). */

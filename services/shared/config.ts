@@ -94,7 +94,11 @@ export function loadConfig(
   for (const [flag, value] of flags) {
     const name = applicable.get(flagAliases[flag] ?? flag);
     if (name === undefined) problems.push(`--${flag} is not a setting of "greyfleet ${command}"`);
-    else fromFlags.set(name, value);
+    else if (SETTINGS[name].secret) {
+      problems.push(
+        `--${flag} is a secret: set ${envName(flag)} or put it in the --config file, not on the command line`,
+      );
+    } else fromFlags.set(name, value);
   }
 
   const config: Record<string, unknown> = {};

@@ -20,6 +20,8 @@ export interface Setting<T> {
   readonly commands: readonly Command[];
   readonly doc: string;
   readonly parse: (text: string) => Parsed<T>;
+  /** A secret: never taken from a flag (it would show in `ps`), only the environment or the file. */
+  readonly secret?: boolean;
 }
 
 const SERVICE: readonly Command[] = ["serve", "all"];
@@ -120,6 +122,42 @@ export const SETTINGS = {
       const problem = checkStoreUrl(url);
       return problem === undefined ? url : { error: problem };
     },
+  }),
+  storePasswordFile: setting({
+    flag: "store-password-file",
+    default: "",
+    commands: SERVICE,
+    doc: 'File holding the store password (Redis AUTH); "" = none, or GREYFLEET_STORE_PASSWORD, or the URL.',
+    parse: text(/^(\/.*)?$/, "an absolute path"),
+  }),
+  storePassword: setting({
+    flag: "store-password",
+    default: "",
+    commands: SERVICE,
+    secret: true,
+    doc: "The store password from the environment (GREYFLEET_STORE_PASSWORD) or the YAML file; never a flag.",
+    parse: text(/^[^\r\n]{0,512}$/, "at most 512 characters on one line"),
+  }),
+  storeTlsCaFile: setting({
+    flag: "store-tls-ca-file",
+    default: "",
+    commands: SERVICE,
+    doc: 'PEM file of the CA that signed the Redis servers\' certificates (rediss://); "" = the system CAs.',
+    parse: text(/^(\/.*)?$/, "an absolute path"),
+  }),
+  storeTlsCertFile: setting({
+    flag: "store-tls-cert-file",
+    default: "",
+    commands: SERVICE,
+    doc: 'PEM client certificate for Redis TLS (with --store-tls-key-file); "" = none.',
+    parse: text(/^(\/.*)?$/, "an absolute path"),
+  }),
+  storeTlsKeyFile: setting({
+    flag: "store-tls-key-file",
+    default: "",
+    commands: SERVICE,
+    doc: 'PEM private key of --store-tls-cert-file; "" = none.',
+    parse: text(/^(\/.*)?$/, "an absolute path"),
   }),
   dataDir: setting({
     flag: "data-dir",

@@ -11,7 +11,15 @@ let server: RedisServer;
 let offsetMs = 0;
 const open = async (prefix: string) => {
   const store = new RedisStore({
-    url: server.url,
+    target: {
+      kind: "redis",
+      tls: false,
+      nodes: [{ host: "127.0.0.1", port: server.port }],
+      masterName: "",
+      db: 0,
+      username: "",
+      password: "",
+    },
     keyPrefix: prefix,
     connectTimeoutMs: 2_000,
     clockOffsetMs: () => offsetMs,

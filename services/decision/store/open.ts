@@ -1,8 +1,9 @@
 /** Opens the store a --store URL names. */
 import { join } from "node:path";
-import { checkStoreUrl } from "../../shared/store-url";
+import { parseStoreUrl } from "../../shared/store-url";
 import { MemoryStore } from "./memory";
 import { RedisStore } from "./redis";
+import type { RedisTls } from "./redis-connect";
 import { SqliteStore } from "./sqlite";
 import type { Store } from "./store";
 
@@ -14,17 +15,21 @@ export interface OpenStoreOptions {
   /** Directory of the default SQLite file (for "sqlite:" without a path). */
   readonly dataDir: string;
   readonly redisKeyPrefix: string;
+  /** Overrides the URL's password (from a file or the environment). */
+  readonly password?: string;
+  /** TLS material for rediss:// URLs (PEM contents). */
+  readonly tls?: RedisTls;
   /** Connection events and background errors, for logging. */
   readonly onEvent: (event: string, detail?: string) => void;
 }
 
 /** Opens the store; throws with a message naming --store if it cannot be opened. */
 export function openStore(url: string, options: OpenStoreOptions): Store {
-  const problem = checkStoreUrl(url);
-  if (problem) throw new Error(`--store: ${problem}`);
-  if (url === "memory:") return new MemoryStore();
-  if (url.startsWith("sqlite:")) {
-    const path = url.slice("sqlite:".length) || join(options.dataDir, "greyfleet.sqlite");
+  const target = parseStoreUrl(url);
+  if ("error" in target) throw new Error(`--store: ${target.error}`);
+  if (target.kind === "memory") return new MemoryStore();
+  if (target.kind === "sqlite") {
+    const path = target.path || join(options.dataDir, "greyfleet.sqlite");
     try {
       return new SqliteStore(path, Date.now, (error) => options.onEvent("error", String(error)));
     } catch (error) {
@@ -34,7 +39,9 @@ export function openStore(url: string, options: OpenStoreOptions): Store {
     }
   }
   return new RedisStore({
-    url,
+    target,
+    password: options.password,
+    tls: options.tls,
     keyPrefix: options.redisKeyPrefix,
     connectTimeoutMs: REDIS_CONNECT_TIMEOUT_MS,
     onEvent: options.onEvent,

@@ -2,14 +2,18 @@
  * The Redis store's administrator operations: inspection, deletion, statistics, export and
  * import. They scan the deployment's keys (SCAN, in batches): on demand, never per decision.
  */
-import type Redis from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 import type { ListEntryValue } from "../domain/lists";
 import { networkId, type RedisKeys, tripletId } from "./keys";
 import { replyPairId } from "./record-store";
 import type { ScriptCommands } from "./redis-scripts";
 import type { Inspection, StateRecord, StoreStats, TripletQuery } from "./store";
 
-type Client = Redis & ScriptCommands;
+/** The store's connection: keyed commands go through `client` (routed by slot on a Cluster); scans run on every master in `nodes`. */
+export interface Connection {
+  readonly client: (Redis | Cluster) & ScriptCommands;
+  nodes(): Redis[];
+}
 
 /** Keys per SCAN call. */
 const SCAN_COUNT = 1_000;
@@ -31,7 +35,7 @@ export function parseEntries(values: readonly string[]): ListEntryValue[] {
 
 /** Reads a triplet, its network and its outbound pair without changing anything. */
 export async function inspect(
-  redis: Client,
+  { client: redis }: Connection,
   keys: RedisKeys,
   query: TripletQuery,
   offsetMs: number,
@@ -53,21 +57,27 @@ export async function inspect(
   };
 }
 
-/** Calls `each` with every batch of keys matching `pattern`. */
-async function scan(redis: Redis, pattern: string, each: (keys: string[]) => Promise<void>): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", SCAN_COUNT);
-    if (keys.length > 0) await each(keys);
-    cursor = next;
-  } while (cursor !== "0");
+/** Calls `each` with every batch of keys matching `pattern`, and the node holding them. */
+async function scan(
+  connection: Connection,
+  pattern: string,
+  each: (keys: string[], node: Redis) => Promise<void>,
+): Promise<void> {
+  for (const node of connection.nodes()) {
+    let cursor = "0";
+    do {
+      const [next, keys] = await node.scan(cursor, "MATCH", pattern, "COUNT", SCAN_COUNT);
+      if (keys.length > 0) await each(keys, node);
+      cursor = next;
+    } while (cursor !== "0");
+  }
 }
 
 /** Deletes every key of one network (one slot) in one script call. */
-export async function flushNetwork(redis: Client, keys: RedisKeys, netId: string): Promise<number> {
+export async function flushNetwork(connection: Connection, keys: RedisKeys, netId: string): Promise<number> {
   const found: string[] = [];
-  await scan(redis, keys.network(netId), async (batch) => void found.push(...batch));
-  return found.length === 0 ? 0 : redis.greyfleetDeleteKeys(found.length, ...found);
+  await scan(connection, keys.network(netId), async (batch) => void found.push(...batch));
+  return found.length === 0 ? 0 : connection.client.greyfleetDeleteKeys(found.length, ...found);
 }
 
 /** What a key of this deployment holds, from its name. */
@@ -80,10 +90,10 @@ function keyType(key: string): "triplet" | "client" | "block" | "outbound" | "li
 }
 
 /** Counts the state by scanning it. */
-export async function stats(redis: Client, keys: RedisKeys, autoWhitelistPasses: number): Promise<StoreStats> {
+export async function stats(connection: Connection, keys: RedisKeys, autoWhitelistPasses: number): Promise<StoreStats> {
   const counts = { pending: 0, passed: 0, whitelisted: 0, blocks: 0, outbound: 0 };
-  await scan(redis, keys.all(), async (batch) => {
-    const pipeline = redis.pipeline();
+  await scan(connection, keys.all(), async (batch, node) => {
+    const pipeline = node.pipeline();
     const types = batch.map(keyType);
     batch.forEach((key, i) => {
       if (types[i] === "triplet") pipeline.hexists(key, "p");
@@ -113,20 +123,31 @@ export async function stats(redis: Client, keys: RedisKeys, autoWhitelistPasses:
 const SAMPLE_KEYS = 200;
 
 /**
- * Estimates the counts from random keys (RANDOMKEY) scaled by DBSIZE: a few hundred commands
- * whatever the size of the greylist. Keys of other deployments count as "other", so the
- * estimate holds on a shared Redis too.
+ * Estimates the counts from random keys (RANDOMKEY) scaled by DBSIZE, node by node: a few
+ * hundred commands whatever the size of the greylist. Keys of other deployments count as
+ * "other", so the estimate holds on a shared Redis too.
  */
-export async function estimateStats(redis: Client, keys: RedisKeys, autoWhitelistPasses: number): Promise<StoreStats> {
-  const size = await redis.dbsize();
+export async function estimateStats(
+  connection: Connection,
+  keys: RedisKeys,
+  autoWhitelistPasses: number,
+): Promise<StoreStats> {
   const counts = { pending: 0, passed: 0, whitelisted: 0, blocks: 0, outbound: 0 };
-  const samples = Math.min(SAMPLE_KEYS, size);
-  if (samples > 0) {
-    const pipeline = redis.pipeline();
-    for (let i = 0; i < samples; i++) pipeline.randomkey();
+  let size = 0;
+  let samples = 0;
+  const masters = connection.nodes();
+  for (const node of masters) {
+    const nodeSize = await node.dbsize();
+    const nodeSamples = Math.min(Math.ceil(SAMPLE_KEYS / masters.length), nodeSize);
+    size += nodeSize;
+    if (nodeSamples === 0) continue;
+    // Each node is sampled in proportion to its share of the keys.
+    const weight = nodeSize / nodeSamples;
+    const pipeline = node.pipeline();
+    for (let i = 0; i < nodeSamples; i++) pipeline.randomkey();
     const sampled = ((await pipeline.exec()) ?? []).map(([, key]) => String(key ?? ""));
     const ours = sampled.filter((key) => key.startsWith(keys.prefix) && !key.includes("{lists}"));
-    const details = redis.pipeline();
+    const details = node.pipeline();
     for (const key of ours) {
       if (keyType(key) === "triplet") details.hexists(key, "p");
       else if (keyType(key) === "client") details.hget(key, "n");
@@ -136,58 +157,61 @@ export async function estimateStats(redis: Client, keys: RedisKeys, autoWhitelis
     ours.forEach((key, i) => {
       const value = results[i]?.[1];
       const type = keyType(key);
-      if (type === "triplet") counts[value === 1 ? "passed" : "pending"]++;
+      if (type === "triplet") counts[value === 1 ? "passed" : "pending"] += weight;
       else if (type === "client" && autoWhitelistPasses > 0 && Number(value) >= autoWhitelistPasses)
-        counts.whitelisted++;
-      else if (type === "block") counts.blocks++;
-      else if (type === "outbound") counts.outbound++;
+        counts.whitelisted += weight;
+      else if (type === "block") counts.blocks += weight;
+      else if (type === "outbound") counts.outbound += weight;
     });
+    samples += nodeSamples;
   }
-  const scale = (n: number): number => (samples === 0 ? 0 : Math.round((n / samples) * size));
+  const round = (n: number): number => (samples === 0 || size === 0 ? 0 : Math.round(n));
   return {
-    pendingTriplets: scale(counts.pending),
-    passedTriplets: scale(counts.passed),
-    autoWhitelistedClients: scale(counts.whitelisted),
-    greytrappedNetworks: scale(counts.blocks),
-    outboundPairs: scale(counts.outbound),
+    pendingTriplets: round(counts.pending),
+    passedTriplets: round(counts.passed),
+    autoWhitelistedClients: round(counts.whitelisted),
+    greytrappedNetworks: round(counts.blocks),
+    outboundPairs: round(counts.outbound),
   };
 }
 
 /** Every unexpired record, read batch by batch. */
-export async function* exportRecords(redis: Client, keys: RedisKeys): AsyncIterable<StateRecord> {
-  let cursor = "0";
-  do {
-    const [next, batch] = await redis.scan(cursor, "MATCH", keys.all(), "COUNT", SCAN_COUNT);
-    cursor = next;
-    const nowMs = Date.now();
-    for (const key of batch) {
-      const type = keyType(key);
-      const netId = /\{([0-9a-f]{16})\}/.exec(key)?.[1] ?? "";
-      if (type === "lists") continue;
-      const ttl = await redis.pttl(key);
-      if (ttl <= 0) continue;
-      const expiresMs = nowMs + ttl;
-      if (type === "triplet") {
-        const [f, p, l] = await redis.hmget(key, "f", "p", "l");
-        const id = key.slice(key.lastIndexOf(":") + 1);
-        yield { type, id, networkId: netId, firstSeenMs: num(f), passedMs: num(p), lastSeenMs: num(l), expiresMs };
-      } else if (type === "client") {
-        const [n, c, l] = await redis.hmget(key, "n", "c", "l");
-        yield { type, networkId: netId, passes: num(n), lastCountedMs: num(c), lastSeenMs: num(l), expiresMs };
-      } else {
-        // Blocks and pairs hold their end time in the store's clock: export that, not the TTL.
-        const until = num(await redis.get(key)) || expiresMs;
-        if (type === "block") yield { type, networkId: netId, expiresMs: until };
-        else yield { type: "outbound", id: key.slice(key.lastIndexOf(":") + 1), expiresMs: until };
+export async function* exportRecords(connection: Connection, keys: RedisKeys): AsyncIterable<StateRecord> {
+  for (const node of connection.nodes()) {
+    let cursor = "0";
+    do {
+      const [next, batch] = await node.scan(cursor, "MATCH", keys.all(), "COUNT", SCAN_COUNT);
+      cursor = next;
+      const nowMs = Date.now();
+      for (const key of batch) {
+        const type = keyType(key);
+        const netId = /\{([0-9a-f]{16})\}/.exec(key)?.[1] ?? "";
+        if (type === "lists") continue;
+        const ttl = await node.pttl(key);
+        if (ttl <= 0) continue;
+        const expiresMs = nowMs + ttl;
+        if (type === "triplet") {
+          const [f, p, l] = await node.hmget(key, "f", "p", "l");
+          const id = key.slice(key.lastIndexOf(":") + 1);
+          yield { type, id, networkId: netId, firstSeenMs: num(f), passedMs: num(p), lastSeenMs: num(l), expiresMs };
+        } else if (type === "client") {
+          const [n, c, l] = await node.hmget(key, "n", "c", "l");
+          yield { type, networkId: netId, passes: num(n), lastCountedMs: num(c), lastSeenMs: num(l), expiresMs };
+        } else {
+          // Blocks and pairs hold their end time in the store's clock: export that, not the TTL.
+          const until = num(await node.get(key)) || expiresMs;
+          if (type === "block") yield { type, networkId: netId, expiresMs: until };
+          else yield { type: "outbound", id: key.slice(key.lastIndexOf(":") + 1), expiresMs: until };
+        }
       }
-    }
-  } while (cursor !== "0");
-  for (const entry of parseEntries(await redis.hvals(keys.listEntries()))) yield { type: "entry", entry };
+    } while (cursor !== "0");
+  }
+  for (const entry of parseEntries(await connection.client.hvals(keys.listEntries()))) yield { type: "entry", entry };
 }
 
 /** Writes records with their absolute expiry times; list entries bump the lists version. */
 export async function importRecords(
-  redis: Client,
+  { client: redis }: Connection,
   keys: RedisKeys,
   records: AsyncIterable<StateRecord>,
 ): Promise<{ imported: number; expired: number }> {

@@ -1,6 +1,6 @@
 /** The Redis store's Lua scripts (lua/*.lua), defined as ioredis commands (EVALSHA, reloaded on NOSCRIPT). */
 import { readFileSync } from "node:fs";
-import type Redis from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 import { projectFile } from "../../shared/paths";
 
 type Arg = string | number;
@@ -12,6 +12,13 @@ export interface ScriptCommands {
     client: string,
     block: string,
     outbound: string,
+    ...args: Arg[]
+  ): Promise<[number, number, number]>;
+  /** decide.lua with three keys: on a Cluster, where the outbound pair is in another slot. */
+  greyfleetDecideInSlot(
+    triplet: string,
+    client: string,
+    block: string,
     ...args: Arg[]
   ): Promise<[number, number, number]>;
   greyfleetBlockNetwork(block: string, durationMs: Arg, offsetMs: Arg): Promise<number>;
@@ -30,6 +37,7 @@ export interface ScriptCommands {
 
 const SCRIPTS: readonly [name: keyof ScriptCommands, file: string, keys: number | undefined][] = [
   ["greyfleetDecide", "decide.lua", 4],
+  ["greyfleetDecideInSlot", "decide.lua", 3],
   ["greyfleetBlockNetwork", "block-network.lua", 1],
   ["greyfleetLearnOutbound", "learn-outbound.lua", 1],
   ["greyfleetListsPut", "lists-put.lua", 2],
@@ -44,13 +52,13 @@ const sources = new Map(
   SCRIPTS.map(([, file]) => [file, readFileSync(projectFile(`services/decision/store/lua/${file}`), "utf8")]),
 );
 
-/** Defines every script on `redis` and returns it typed with them. */
-export function defineScripts(redis: Redis): Redis & ScriptCommands {
+/** Defines every script on `redis` (a server or a Cluster) and returns it typed with them. */
+export function defineScripts<T extends Redis | Cluster>(redis: T): T & ScriptCommands {
   for (const [name, file, numberOfKeys] of SCRIPTS) {
     redis.defineCommand(name, {
       lua: sources.get(file) as string,
       ...(numberOfKeys === undefined ? {} : { numberOfKeys }),
     });
   }
-  return redis as Redis & ScriptCommands;
+  return redis as T & ScriptCommands;
 }

@@ -3,13 +3,14 @@
  * MX host sees one atomic read-decide-write and one clock (Redis TIME); the outbound pair (a
  * reply to a local user) is read in the same script. Expiry is Redis TTL.
  */
-import Redis, { type RedisOptions } from "ioredis";
+import type { Redis } from "ioredis";
 import type { ListEntryValue } from "../domain/lists";
 import type { GreylistPolicy } from "../domain/verdict";
 import { networkId, outboundId, RedisKeys, tripletId } from "./keys";
 import { replyPairId } from "./record-store";
 import * as admin from "./redis-admin";
-import { defineScripts, type ScriptCommands } from "./redis-scripts";
+import { connectRedis, type RedisConnectOptions, type RedisTarget } from "./redis-connect";
+import { defineScripts } from "./redis-scripts";
 import type {
   EntryKey,
   Inspection,
@@ -23,13 +24,11 @@ import type {
 } from "./store";
 
 /** Options of the Redis store. */
-export interface RedisStoreOptions {
-  /** redis://[user:pass@]host:port[/db] */
-  readonly url: string;
+export interface RedisStoreOptions extends RedisConnectOptions {
+  /** One server, a Sentinel-monitored master or a Cluster (from parseStoreUrl). */
+  readonly target: RedisTarget;
   /** Prefix of every key (default "gf:"). */
   readonly keyPrefix: string;
-  /** Connecting may take this many ms before it is retried. */
-  readonly connectTimeoutMs: number;
   /** Called on connection errors and state changes, for logging. */
   readonly onEvent?: (event: "error" | "ready" | "close", detail?: string) => void;
   /** Test hook: ms added to Redis TIME, to move the store's clock without sleeping. */
@@ -75,34 +74,25 @@ function toOutcome(code: number, ms: number): StoreOutcome {
   }
 }
 
-/**
- * Connection options shared by every greyfleet Redis client. Commands get no timeout of their
- * own: the engine bounds every call by the store timeout and the caller's deadline, and answers
- * by the failure mode past it; a late reply is then simply dropped.
- */
-export function redisClientOptions(connectTimeoutMs: number): RedisOptions {
-  return {
-    // Fail fast while disconnected instead of queueing: the failure mode answers meanwhile.
-    enableOfflineQueue: false,
-    // A decision may already be recorded when its connection drops: never resend it blindly.
-    maxRetriesPerRequest: 0,
-    connectTimeout: connectTimeoutMs,
-    // Reconnect for ever, at most once a second.
-    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
-    enableAutoPipelining: true,
-  };
-}
-
 /** The Redis store. */
 export class RedisStore implements Store {
   readonly kind = "redis";
-  private readonly redis: Redis & ScriptCommands;
+  private readonly redis: admin.Connection["client"];
+  private readonly connection: admin.Connection;
+  /** On a Cluster the outbound pair is in another slot: read alongside, not in the script. */
+  private readonly cluster: boolean;
   private readonly keys: RedisKeys;
   private readonly clockOffsetMs: () => number;
 
   constructor(options: RedisStoreOptions) {
-    const redis = new Redis(options.url, redisClientOptions(options.connectTimeoutMs));
-    this.redis = defineScripts(redis);
+    const connected = connectRedis(options.target, options);
+    const redis = connected.client;
+    this.redis = defineScripts<typeof redis>(redis);
+    this.cluster = connected.cluster;
+    this.connection = {
+      client: this.redis,
+      nodes: (): Redis[] => (connected.cluster ? connected.client.nodes("master") : [connected.client]),
+    };
     this.keys = new RedisKeys(options.keyPrefix);
     this.clockOffsetMs = options.clockOffsetMs ?? (() => 0);
     const onEvent = options.onEvent ?? (() => {});
@@ -113,18 +103,21 @@ export class RedisStore implements Store {
 
   async decide(query: TripletQuery, policy: GreylistPolicy): Promise<StoreDecision> {
     const netId = networkId(query.network);
-    const [code, ms, nowMs] = await this.redis.greyfleetDecide(
-      this.keys.triplet(netId, tripletId(query)),
-      this.keys.client(netId),
-      this.keys.block(netId),
-      // On one Redis server the pair is read inside the script; a Cluster store (another slot)
-      // will read it alongside instead.
-      query.outbound ? this.keys.outbound(replyPairId(query)) : "",
-      policyArgument(policy),
-      query.singleUse ? "1" : "0",
-      this.clockOffsetMs(),
-    );
-    return { outcome: toOutcome(code, ms), nowMs };
+    const pairKey = query.outbound ? this.keys.outbound(replyPairId(query)) : "";
+    const triplet = this.keys.triplet(netId, tripletId(query));
+    const args = [policyArgument(policy), query.singleUse ? "1" : "0", this.clockOffsetMs()];
+    // On one server the script reads the pair; on a Cluster it lives in another slot, so it is
+    // read by a GET sent in the same write (auto-pipelining: still one round trip).
+    const decided = this.cluster
+      ? this.redis.greyfleetDecideInSlot(triplet, this.keys.client(netId), this.keys.block(netId), ...args)
+      : this.redis.greyfleetDecide(triplet, this.keys.client(netId), this.keys.block(netId), pairKey, ...args);
+    const pair = this.cluster && pairKey !== "" ? this.redis.get(pairKey).catch(() => null) : undefined;
+    const [code, ms, nowMs] = await decided;
+    const outcome = toOutcome(code, ms);
+    if (pair && outcome.kind !== "network_blocked" && Number((await pair) ?? 0) > nowMs) {
+      return { outcome: { kind: "outbound_reply" }, nowMs };
+    }
+    return { outcome, nowMs };
   }
 
   async blockNetwork(network: string, durationMs: number): Promise<void> {
@@ -163,7 +156,7 @@ export class RedisStore implements Store {
   }
 
   inspect(query: TripletQuery): Promise<Inspection> {
-    return admin.inspect(this.redis, this.keys, query, this.clockOffsetMs());
+    return admin.inspect(this.connection, this.keys, query, this.clockOffsetMs());
   }
 
   async deleteTriplet(query: TripletQuery): Promise<boolean> {
@@ -172,23 +165,23 @@ export class RedisStore implements Store {
   }
 
   flushNetwork(network: string): Promise<number> {
-    return admin.flushNetwork(this.redis, this.keys, networkId(network));
+    return admin.flushNetwork(this.connection, this.keys, networkId(network));
   }
 
   stats(autoWhitelistPasses: number): Promise<StoreStats> {
-    return admin.stats(this.redis, this.keys, autoWhitelistPasses);
+    return admin.stats(this.connection, this.keys, autoWhitelistPasses);
   }
 
   sampleStats(autoWhitelistPasses: number): Promise<StoreStats> {
-    return admin.estimateStats(this.redis, this.keys, autoWhitelistPasses);
+    return admin.estimateStats(this.connection, this.keys, autoWhitelistPasses);
   }
 
   exportRecords(): AsyncIterable<StateRecord> {
-    return admin.exportRecords(this.redis, this.keys);
+    return admin.exportRecords(this.connection, this.keys);
   }
 
   importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
-    return admin.importRecords(this.redis, this.keys, records);
+    return admin.importRecords(this.connection, this.keys, records);
   }
 
   waitUntilReady(timeoutMs: number): Promise<void> {

@@ -5,9 +5,9 @@
 -- KEYS[2]  client hash    fields n = counted deliveries, c = last counted ms, l = last seen ms
 -- KEYS[3]  block string   the end of the network's greytrap block, epoch ms
 --          (these three carry the client network's hash tag: one Redis Cluster slot)
--- KEYS[4]  outbound pair string (value: when it is forgotten, epoch ms), or "" to not look one
---          up; it lives in another slot, so on Redis Cluster the caller passes "" and reads the
---          pair with a GET sent alongside
+-- KEYS[4]  outbound pair string (value: when it is forgotten, epoch ms), or "" or absent to
+--          not look one up; it lives in another slot, so on Redis Cluster the caller passes only
+--          three keys and reads the pair with a GET sent alongside
 -- ARGV[1]  the policy, one string "delay_ms,retry_window_ms,max_age_ms,awl_passes,awl_interval_ms"
 --          (awl_passes 0 = auto-whitelist off); one string is cheaper to send than five
 -- ARGV[2]  single use: "1" when the pass is consumed by one message (null sender), else "0"
@@ -110,7 +110,7 @@ local function triplet_decision()
 end
 
 local code, ms = triplet_decision()
-if KEYS[4] ~= '' then
+if KEYS[4] ~= nil and KEYS[4] ~= '' then
   local pair_until = tonumber(redis.call('GET', KEYS[4]))
   if pair_until ~= nil and pair_until > now then
     return { 7, 0, now }

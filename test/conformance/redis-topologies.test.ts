@@ -1,0 +1,86 @@
+/**
+ * The store conformance suite on a real Redis Cluster (3 masters, 3 replicas) and a real
+ * Sentinel setup (1 master, 1 replica, 3 sentinels): the fleet's topologies decide exactly as
+ * one Redis server does.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { RedisStore } from "../../services/decision/store/redis";
+import type { RedisTarget } from "../../services/decision/store/redis-connect";
+import { parseStoreUrl } from "../../services/shared/store-url";
+import { DEFAULT_POLICY } from "../support/engine";
+import { uniquePrefix } from "../support/redis-server";
+import { RedisCluster, RedisSentinel } from "../support/redis-topologies";
+import { storeConformance } from "./suite";
+
+function target(url: string): RedisTarget {
+  const parsed = parseStoreUrl(url);
+  assert.ok(!("error" in parsed) && parsed.kind !== "memory" && parsed.kind !== "sqlite", url);
+  return parsed;
+}
+
+for (const [name, start] of [
+  ["redis cluster", () => RedisCluster.start()],
+  ["redis sentinel", () => RedisSentinel.start()],
+] as const) {
+  let topology: RedisCluster | RedisSentinel;
+  let offsetMs = 0;
+  const stores: RedisStore[] = [];
+  const open = async (): Promise<RedisStore> => {
+    const store = new RedisStore({
+      target: target(topology.url),
+      keyPrefix: uniquePrefix(),
+      connectTimeoutMs: 2_000,
+      clockOffsetMs: () => offsetMs,
+    });
+    stores.push(store);
+    await store.waitUntilReady(15_000);
+    return store;
+  };
+  storeConformance(
+    name,
+    async () => {
+      topology = await start();
+      const store = await open();
+      return { store, advance: (ms) => (offsetMs += ms), slackMs: 1_000 };
+    },
+    async () => {
+      for (const store of stores) await store.close();
+      await topology.stop();
+    },
+    open,
+  );
+}
+
+describe("redis cluster specifics", () => {
+  it("spreads triplets over all three masters, each with its network's records in one slot", async () => {
+    const cluster = await RedisCluster.start();
+    const prefix = uniquePrefix();
+    const store = new RedisStore({ target: target(cluster.url), keyPrefix: prefix, connectTimeoutMs: 2_000 });
+    try {
+      await store.waitUntilReady(15_000);
+      for (let i = 0; i < 60; i++) {
+        const query = {
+          network: `10.${i}.0.0/24`,
+          sender: "a@example.org",
+          recipient: "b@example.com",
+          singleUse: false,
+          outbound: true,
+        };
+        await store.decide(query, DEFAULT_POLICY);
+      }
+      const masters = await cluster.masters();
+      assert.equal(masters.length, 3);
+      for (const master of masters) {
+        const client = master.client();
+        const keys = await client.keys(`${prefix}*`);
+        client.disconnect();
+        assert.ok(keys.length > 0, `master on port ${master.port} holds triplets`);
+      }
+      assert.equal((await store.stats(5)).pendingTriplets, 60);
+    } finally {
+      await store.close();
+      await cluster.stop();
+    }
+  });
+});
