@@ -125,6 +125,7 @@ export class RedisCluster {
     await cluster.waitHealthy();
     // The replicas are assigned a moment after the slots: wait until the layout is 3 + 3.
     await waitFor("3 masters with slots and 3 replicas", async () => (await cluster.layout()).replicas === 3, 30_000, 100);
+    await cluster.waitReplicasInSync();
     return cluster;
   }
 
@@ -177,6 +178,27 @@ export class RedisCluster {
     }
   }
 
+  /** Waits until every replica's link to its master is up (so it may take over). */
+  async waitReplicasInSync(timeoutMs = 30_000): Promise<void> {
+    await waitFor(
+      "the replicas to sync",
+      async () => {
+        for (const node of this.nodes.filter((n) => n.child)) {
+          const client = node.client();
+          try {
+            const info = await client.info("replication");
+            if (/role:slave/.test(info) && !/master_link_status:up/.test(info)) return false;
+          } finally {
+            client.disconnect();
+          }
+        }
+        return true;
+      },
+      timeoutMs,
+      100,
+    );
+  }
+
   /** The nodes that are masters serving slots now. */
   async masters(): Promise<Node[]> {
     return (await this.layout()).masters;
@@ -200,7 +222,8 @@ export class RedisSentinel {
   static async start(): Promise<RedisSentinel> {
     const dir = mkdtempSync(join(tmpdir(), "greyfleet-sentinel-"));
     const taken = new Set<number>();
-    const base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir];
+    const base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir]
+      .concat(["--repl-diskless-sync-delay", "0"]);
     const masterPort = await clusterPort(taken);
     const replicaPort = await clusterPort(taken);
     const master = new Node(masterPort, ["--port", String(masterPort), ...base]);

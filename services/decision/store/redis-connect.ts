@@ -26,6 +26,9 @@ export interface RedisConnectOptions {
   readonly connectTimeoutMs: number;
 }
 
+/** How often a Cluster client re-reads the slot map, ms. */
+const CLUSTER_SLOTS_REFRESH_MS = 1_000;
+
 /** Options every greyfleet connection shares. */
 function baseOptions(connectTimeoutMs: number): RedisOptions {
   return {
@@ -66,6 +69,10 @@ export function connectRedis(target: RedisTarget, options: RedisConnectOptions):
       // bounded by the engine's timeout, not by ioredis).
       clusterRetryStrategy: (attempt) => Math.min(100 + attempt * 100, 1_000),
       slotsRefreshTimeout: options.connectTimeoutMs,
+      // A killed master sends no MOVED: without a periodic refresh the client would keep
+      // sending its slots' commands to the dead node. One CLUSTER SLOTS a second finds the
+      // promoted replica.
+      slotsRefreshInterval: CLUSTER_SLOTS_REFRESH_MS,
       redisOptions: { ...base, username, password, tls },
     };
     return { cluster: true, client: new Cluster(nodes(target.nodes), clusterOptions) };
