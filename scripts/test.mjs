@@ -13,6 +13,7 @@ const SYSTEM_COMMANDS = [
   ["swaks", "swaks"],
   ["miltertest", "miltertest"],
   ["script", "bsdutils"],
+  ["promtool", "prometheus"],
 ];
 
 function run(command, args, options = {}) {
