@@ -41,7 +41,7 @@ function ensureSystemPackages() {
   if (run("apt-get", ["update", "-qq"], { env }) !== 0) process.exit(1);
   if (run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env }) !== 0) process.exit(1);
   // Debian starts the packaged servers; the tests start their own on free ports.
-  for (const service of ["redis-server", "postfix"]) spawnSync("service", [service, "stop"], { stdio: "ignore" });
+  for (const service of ["redis-server", "postfix", "prometheus"]) spawnSync("service", [service, "stop"], { stdio: "ignore" });
 }
 
 function findTests(dir) {

@@ -6,7 +6,7 @@ import { parseDefaultWhitelist } from "../cli/import-formats";
 import { describeError } from "../shared/errors";
 import type { Stoppable } from "../shared/lifecycle";
 import type { Logger } from "../shared/logging";
-import type { DecisionMetrics } from "../shared/metrics";
+import { type DecisionMetrics, initialiseDecisionMetrics } from "../shared/metrics";
 import { projectFile } from "../shared/paths";
 import type { Config } from "../shared/settings";
 import { PRODUCT } from "../shared/version";
@@ -156,6 +156,7 @@ export async function startDecisionService(
   log: Logger,
 ): Promise<DecisionService> {
   const { engine, store, lists, policy } = createEngine(config, metrics, log);
+  initialiseDecisionMetrics(metrics, store.kind, { mode: config.mode, failureMode: config.failureMode });
   try {
     await store.waitUntilReady(STARTUP_STORE_WAIT_MS);
   } catch (error) {

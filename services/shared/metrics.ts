@@ -22,6 +22,7 @@ export interface DecisionMetrics {
   readonly autoWhitelistedClients: Gauge;
   readonly greytrappedNetworks: Gauge;
   readonly outboundPairs: Gauge;
+  readonly configInfo: Gauge<"mode" | "failure_mode">;
 }
 
 /** A registry with build info and the default Node.js process metrics. */
@@ -117,7 +118,30 @@ export function createDecisionMetrics(registry: Registry): DecisionMetrics {
       help: "Outbound pairs remembered; sampled, estimated on Redis.",
       registers,
     }),
+    configInfo: new Gauge({
+      name: names.CONFIG_INFO,
+      help: "How the service is set to decide; always 1.",
+      labelNames: ["mode", "failure_mode"],
+      registers,
+    }),
   };
+}
+
+/**
+ * Sets the label sets a dashboard or alert needs from the start to 0, so the first event is an
+ * increase that rate() and increase() see (a counter born at 1 shows no increase).
+ */
+export function initialiseDecisionMetrics(
+  metrics: DecisionMetrics,
+  store: string,
+  settings: { mode: string; failureMode: string },
+): void {
+  metrics.configInfo.set({ mode: settings.mode, failure_mode: settings.failureMode }, 1);
+  metrics.failureModeActivations.inc({ mode: settings.failureMode }, 0);
+  for (const operation of ["decide", "block_network", "learn_outbound"]) {
+    for (const kind of ["error", "timeout"]) metrics.storeErrors.inc({ store, operation, kind }, 0);
+  }
+  metrics.storeUp.set({ store }, 0);
 }
 
 /** Serves GET /metrics (Prometheus text format) and GET /healthz on `hostPort`. */

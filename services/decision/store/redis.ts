@@ -35,6 +35,9 @@ export interface RedisStoreOptions extends RedisConnectOptions {
   readonly clockOffsetMs?: () => number;
 }
 
+/** Up to this many keys in Redis, the metrics' counts are exact; above, estimated from a sample. */
+const EXACT_COUNT_MAX_KEYS = 50_000;
+
 const policyArguments = new WeakMap<GreylistPolicy, string>();
 
 /** decide.lua's ARGV[1], built once per policy object. */
@@ -172,8 +175,13 @@ export class RedisStore implements Store {
     return admin.stats(this.connection, this.keys, autoWhitelistPasses);
   }
 
-  sampleStats(autoWhitelistPasses: number): Promise<StoreStats> {
-    return admin.estimateStats(this.connection, this.keys, autoWhitelistPasses);
+  async sampleStats(autoWhitelistPasses: number): Promise<StoreStats> {
+    // A small greylist is counted exactly (one SCAN pass is cheap); a large one is estimated.
+    let keys = 0;
+    for (const node of this.connection.nodes()) keys += await node.dbsize();
+    return keys <= EXACT_COUNT_MAX_KEYS
+      ? admin.stats(this.connection, this.keys, autoWhitelistPasses)
+      : admin.estimateStats(this.connection, this.keys, autoWhitelistPasses);
   }
 
   exportRecords(): AsyncIterable<StateRecord> {
