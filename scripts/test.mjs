@@ -14,6 +14,10 @@ const SYSTEM_COMMANDS = [
   ["miltertest", "miltertest"],
   ["script", "bsdutils"],
   ["promtool", "prometheus"],
+  // test/deploy: systemd-analyze verify/security, systemd-sysusers, systemd-tmpfiles; m4 for sendmail .mc.
+  ["systemd-analyze", "systemd"],
+  ["m4", "m4"],
+  ["kubectl", "kubectl"],
 ];
 
 function run(command, args, options = {}) {
@@ -41,7 +45,8 @@ function ensureSystemPackages() {
   if (run("apt-get", ["update", "-qq"], { env }) !== 0) process.exit(1);
   if (run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env }) !== 0) process.exit(1);
   // Debian starts the packaged servers; the tests start their own on free ports.
-  for (const service of ["redis-server", "postfix", "prometheus"]) spawnSync("service", [service, "stop"], { stdio: "ignore" });
+  for (const service of ["redis-server", "postfix", "prometheus"])
+    spawnSync("service", [service, "stop"], { stdio: "ignore" });
 }
 
 function findTests(dir) {

@@ -124,7 +124,12 @@ export class RedisCluster {
     const cluster = new RedisCluster(nodes, dir);
     await cluster.waitHealthy();
     // The replicas are assigned a moment after the slots: wait until the layout is 3 + 3.
-    await waitFor("3 masters with slots and 3 replicas", async () => (await cluster.layout()).replicas === 3, 30_000, 100);
+    await waitFor(
+      "3 masters with slots and 3 replicas",
+      async () => (await cluster.layout()).replicas === 3,
+      30_000,
+      100,
+    );
     await cluster.waitReplicasInSync();
     return cluster;
   }
@@ -222,8 +227,18 @@ export class RedisSentinel {
   static async start(): Promise<RedisSentinel> {
     const dir = mkdtempSync(join(tmpdir(), "greyfleet-sentinel-"));
     const taken = new Set<number>();
-    const base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir]
-      .concat(["--repl-diskless-sync-delay", "0"]);
+    const base = [
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--protected-mode",
+      "no",
+      "--dir",
+      dir,
+    ].concat(["--repl-diskless-sync-delay", "0"]);
     const masterPort = await clusterPort(taken);
     const replicaPort = await clusterPort(taken);
     const master = new Node(masterPort, ["--port", String(masterPort), ...base]);
