@@ -185,7 +185,7 @@ export async function startDecisionService(
     store,
     intervalMs: config.healthIntervalMs,
     timeoutMs: config.storeTimeoutMs,
-    onChange: (up) => grpc.setServing(up),
+    onChange: (up) => grpc.setStoreHealth(up),
     metrics,
     log: log.child("health"),
   });
@@ -199,7 +199,7 @@ export async function startDecisionService(
         name: "grpc",
         stop: (graceMs) => {
           monitor.stop();
-          grpc.setServing(false);
+          grpc.setShuttingDown();
           return drain(grpc, graceMs);
         },
       },

@@ -61,7 +61,9 @@ describe("store outage", () => {
     const deferred = await tempfailClient.check(rcpt({ recipient: "during-outage@example.com" }));
     assert.deepEqual([deferred.action, deferred.reason], [Action.ACTION_DEFER, Reason.REASON_STORE_UNAVAILABLE]);
     assert.equal(`${deferred.smtpCode} ${deferred.enhancedStatusCode}`, "451 4.3.0");
-    await waitFor("NOT_SERVING", async () => (await healthStatus(open.grpcAddress)) === "NOT_SERVING");
+    const service = "greyfleet.v1.GreylistService";
+    await waitFor("NOT_SERVING", async () => (await healthStatus(open.grpcAddress, service)) === "NOT_SERVING");
+    assert.equal(await healthStatus(open.grpcAddress), "SERVING", "the process itself stays live");
     const metrics = await (await fetch(`http://${open.metricsAddress}/metrics`)).text();
     assert.match(metrics, /greyfleet_failure_mode_activations_total\{mode="open"\} 1/);
     assert.match(metrics, /greyfleet_store_up\{store="redis"\} 0/);
@@ -71,8 +73,9 @@ describe("store outage", () => {
 
   it("recovers by itself when Redis is back", async () => {
     await redis.restart();
-    await waitFor("SERVING again", async () => (await healthStatus(open.grpcAddress)) === "SERVING");
-    await waitFor("tempfail service SERVING", async () => (await healthStatus(tempfail.grpcAddress)) === "SERVING");
+    const service = "greyfleet.v1.GreylistService";
+    await waitFor("SERVING again", async () => (await healthStatus(open.grpcAddress, service)) === "SERVING");
+    await waitFor("tempfail service SERVING", async () => (await healthStatus(tempfail.grpcAddress, service)) === "SERVING");
     const response = await openClient.check(rcpt({ recipient: "after-outage@example.com" }));
     assert.deepEqual([response.action, response.reason], [Action.ACTION_DEFER, Reason.REASON_NEW_TRIPLET]);
     const other = await tempfailClient.check(rcpt({ recipient: "after-outage@example.com" }));

@@ -29,8 +29,14 @@ export interface DecisionServer {
   readonly server: Server;
   /** The bound "host:port" (the real port when asked for port 0). */
   readonly address: string;
-  /** Sets the health of the whole server and of GreylistService. */
-  setServing(serving: boolean): void;
+  /**
+   * Sets the health of GreylistService: SERVING while the store answers. The server as a whole
+   * ("") stays SERVING while the process runs, even without its store (it answers by the
+   * failure mode then): a liveness probe must not restart it for an outage of Redis.
+   */
+  setStoreHealth(up: boolean): void;
+  /** Marks the server and GreylistService NOT_SERVING: it is shutting down. */
+  setShuttingDown(): void;
   /** Ends every open CheckStream once its in-flight checks are answered. */
   drainStreams(): Promise<void>;
 }
@@ -52,7 +58,7 @@ export async function startDecisionServer(
   server.addService(GreylistServiceService, service.implementation);
   server.addService(AdminServiceService, adminService(admin, log.child("admin")));
 
-  const health = new HealthImplementation({ "": "NOT_SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
+  const health = new HealthImplementation({ "": "SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
   health.addToServer(server);
 
   const definition = loadSync(
@@ -73,10 +79,13 @@ export async function startDecisionServer(
     server,
     address: `${host}:${port}`,
     drainStreams: service.drain,
-    setServing(serving: boolean): void {
-      const state: ServingStatus = serving ? "SERVING" : "NOT_SERVING";
-      health.setStatus("", state);
+    setStoreHealth(up: boolean): void {
+      const state: ServingStatus = up ? "SERVING" : "NOT_SERVING";
       health.setStatus(GREYLIST_SERVICE_NAME, state);
+    },
+    setShuttingDown(): void {
+      health.setStatus("", "NOT_SERVING");
+      health.setStatus(GREYLIST_SERVICE_NAME, "NOT_SERVING");
     },
   };
 }
