@@ -3,10 +3,13 @@
  * count of open connections, and a graceful stop that lets each connection finish what it is
  * doing (the connection handler says when it is idle) before closing it.
  */
-import { existsSync, unlinkSync } from "node:fs";
+import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { boundAddress, splitHostPort } from "./listen";
 import type { ShimMetrics } from "./shim-metrics";
+
+/** Mode of a shim's unix socket: read and write for its owner and group. */
+const UNIX_SOCKET_MODE = 0o660;
 
 /** What a shim does with one accepted connection. */
 export interface ConnectionHandler {
@@ -45,7 +48,12 @@ export async function listenShim(options: {
     if (unixPath) {
       // A socket file left by a crashed run would make listen() fail with EADDRINUSE.
       if (existsSync(unixPath)) unlinkSync(unixPath);
-      server.listen(unixPath, resolve);
+      server.listen(unixPath, () => {
+        // Owner and group may connect (the MTA's group, e.g. postfix, through a setgid
+        // directory), nobody else, whatever the process's umask.
+        chmodSync(unixPath, UNIX_SOCKET_MODE);
+        resolve();
+      });
     } else {
       const { host, port } = splitHostPort(options.listen);
       server.listen(port, host, resolve);

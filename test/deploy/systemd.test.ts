@@ -2,7 +2,7 @@
  * deploy/systemd: every unit passes `systemd-analyze verify` without a word, stays within an
  * exposure bound of `systemd-analyze security --offline`, is sandboxed as promised and starts the
  * command with settings greyfleet accepts; the tmpfiles.d and sysusers.d snippets make the socket
- * directory as described; and the socket permission model (setgid directory, UMask=0007) lets the
+ * directory as described; and the socket permission model (setgid directory, socket mode 0660) lets the
  * postfix user, and only it, connect to a real shim's socket. Works without systemd as PID 1.
  * Needs root (setpriv to act as postfix) and the postfix user (Debian's postfix package).
  */
@@ -220,19 +220,20 @@ describe("shim unix socket permissions (setgid directory + UMask=0007)", () => {
     return dir;
   }
 
-  it("gives the socket group postfix and mode 0770: postfix connects, others do not", async () => {
+  it("gives the socket group postfix and mode 0660: postfix connects, others do not", async () => {
     const socket = await startPolicy("0007", socketDir("with-umask"));
     const stat = statSync(socket);
     assert.ok(stat.isSocket());
-    assert.equal(stat.mode & 0o777, 0o770);
+    assert.equal(stat.mode & 0o777, 0o660);
     assert.equal(stat.gid, gidOf("postfix"), "inherited from the setgid directory");
     assert.equal(connectAs("postfix", "postfix", socket), "connected");
     assert.equal(connectAs(NOBODY, NOBODY, socket), "EACCES");
   });
 
-  it("keeps postfix out with the default umask 022, which is why the units set UMask=0007", async () => {
+  it("sets the socket's mode itself, so the default umask 022 does not keep postfix out", async () => {
     const socket = await startPolicy("0022", socketDir("default-umask"));
-    assert.equal(statSync(socket).mode & 0o777, 0o755);
-    assert.equal(connectAs("postfix", "postfix", socket), "EACCES");
+    assert.equal(statSync(socket).mode & 0o777, 0o660);
+    assert.equal(connectAs("postfix", "postfix", socket), "connected");
+    assert.equal(connectAs(NOBODY, NOBODY, socket), "EACCES");
   });
 });
