@@ -1,5 +1,5 @@
 /** A promise-returning client of AdminService, for the `greyfleet admin` command. */
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { type ChannelCredentials, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import {
   type AddEntriesResponse,
   AdminServiceClient,
@@ -31,9 +31,18 @@ function call<Res>(start: (done: (error: ServiceError | null, response: Res) => 
 /** AdminService at one address. */
 export class AdminClient {
   private readonly client: AdminServiceClient;
+  private readonly metadata = new Metadata();
 
-  constructor(address: string) {
-    this.client = new AdminServiceClient(address, credentials.createInsecure());
+  constructor(
+    address: string,
+    transport: { credentials: ChannelCredentials; options: Record<string, string>; token: string } = {
+      credentials: credentials.createInsecure(),
+      options: {},
+      token: "",
+    },
+  ) {
+    this.client = new AdminServiceClient(address, transport.credentials, transport.options);
+    if (transport.token !== "") this.metadata.set("authorization", `Bearer ${transport.token}`);
   }
 
   private options() {
@@ -42,39 +51,39 @@ export class AdminClient {
 
   listEntries(kind: ListKind): Promise<ListEntry[]> {
     return call<{ entries: ListEntry[] }>((done) =>
-      this.client.listEntries({ kind }, new Metadata(), this.options(), done),
+      this.client.listEntries({ kind }, this.metadata, this.options(), done),
     ).then((r) => r.entries);
   }
 
   addEntries(entries: ListEntry[]): Promise<AddEntriesResponse> {
-    return call((done) => this.client.addEntries({ entries }, new Metadata(), this.options(), done));
+    return call((done) => this.client.addEntries({ entries }, this.metadata, this.options(), done));
   }
 
   removeEntries(entries: ListEntry[]): Promise<RemoveEntriesResponse> {
-    return call((done) => this.client.removeEntries({ entries }, new Metadata(), this.options(), done));
+    return call((done) => this.client.removeEntries({ entries }, this.metadata, this.options(), done));
   }
 
   explain(check: CheckRequest): Promise<ExplainResponse> {
-    return call((done) => this.client.explain({ check }, new Metadata(), this.options(), done));
+    return call((done) => this.client.explain({ check }, this.metadata, this.options(), done));
   }
 
   deleteTriplet(check: CheckRequest): Promise<boolean> {
     return call<{ deleted: boolean }>((done) =>
-      this.client.deleteTriplet({ check }, new Metadata(), this.options(), done),
+      this.client.deleteTriplet({ check }, this.metadata, this.options(), done),
     ).then((r) => r.deleted);
   }
 
   flushNetwork(clientAddress: string): Promise<FlushNetworkResponse> {
-    return call((done) => this.client.flushNetwork({ clientAddress }, new Metadata(), this.options(), done));
+    return call((done) => this.client.flushNetwork({ clientAddress }, this.metadata, this.options(), done));
   }
 
   stats(): Promise<StatsResponse> {
-    return call((done) => this.client.stats({}, new Metadata(), this.options(), done));
+    return call((done) => this.client.stats({}, this.metadata, this.options(), done));
   }
 
   /** Every record of the state, in the order the service sends them. */
   async *export(): AsyncIterable<StateRecord> {
-    const stream = this.client.export({}, new Metadata(), this.options());
+    const stream = this.client.export({}, this.metadata, this.options());
     try {
       for await (const message of stream as AsyncIterable<{ record?: StateRecord }>) {
         if (message.record) yield message.record;
@@ -87,7 +96,7 @@ export class AdminClient {
   /** Sends records; resolves with the service's count. */
   import(records: AsyncIterable<StateRecord>): Promise<ImportResponse> {
     return new Promise((resolve, reject) => {
-      const stream = this.client.import(new Metadata(), this.options(), (error, response) =>
+      const stream = this.client.import(this.metadata, this.options(), (error, response) =>
         error ? reject(new AdminCallError(error.details || error.message)) : resolve(response),
       );
       void (async () => {

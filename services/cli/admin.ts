@@ -16,6 +16,7 @@ import {
 import { LIST_KIND_NAMES, type ListKindName } from "../decision/domain/lists";
 import { kindOf } from "../decision/rpc/admin-convert";
 import { parseDurationMs } from "../shared/durations";
+import { channelCredentials, channelOptions } from "../shared/tls";
 import { AdminCallError, AdminClient } from "./admin-client";
 import { IMPORT_FORMATS, type ImportFormat, parseImport } from "./import-formats";
 import { printTable } from "./table";
@@ -42,7 +43,9 @@ export const ADMIN_USAGE = `usage: greyfleet admin [--server HOST:PORT] [--json]
 
 KIND: ${LIST_KIND_NAMES.join(", ")}
 E (expiry): a duration from now (30d, 12h) or a date (2026-12-31, 2026-12-31T18:00:00Z)
---server defaults to $GREYFLEET_ADMIN_SERVER or 127.0.0.1:50051.
+--server defaults to $GREYFLEET_ADMIN_SERVER or 127.0.0.1:50051. TLS: --tls-ca-file (the service's CA),
+--tls-cert-file and --tls-key-file (an admin client certificate), --tls-server-name. An admin token
+comes from --token-file or $GREYFLEET_ADMIN_TOKEN.
 `;
 
 function kind(text: string | undefined): ListKindName {
@@ -117,6 +120,11 @@ function parseAdminArgs(argv: readonly string[]) {
     strict: true,
     options: {
       server: { type: "string", default: process.env.GREYFLEET_ADMIN_SERVER ?? "127.0.0.1:50051" },
+      "tls-ca-file": { type: "string", default: "" },
+      "tls-cert-file": { type: "string", default: "" },
+      "tls-key-file": { type: "string", default: "" },
+      "tls-server-name": { type: "string", default: "" },
+      "token-file": { type: "string", default: "" },
       json: { type: "boolean", default: false },
       expires: { type: "string" },
       comment: { type: "string", default: "" },
@@ -129,6 +137,20 @@ function parseAdminArgs(argv: readonly string[]) {
       stage: { type: "string" },
     },
   });
+}
+
+/** TLS and the admin token: the token from --token-file or GREYFLEET_ADMIN_TOKEN, never a flag. */
+function adminTransport(values: ReturnType<typeof parseAdminArgs>["values"]) {
+  const tls = {
+    caFile: values["tls-ca-file"] ?? "",
+    certFile: values["tls-cert-file"] ?? "",
+    keyFile: values["tls-key-file"] ?? "",
+    serverName: values["tls-server-name"] ?? "",
+  };
+  const tokenFile = values["token-file"] ?? "";
+  const token = tokenFile !== "" ? readFileSync(tokenFile, "utf8").trim() : (process.env.GREYFLEET_ADMIN_TOKEN ?? "");
+  // The CLI is short-lived: certificate files are read once (a long reload interval).
+  return { credentials: channelCredentials(tls, 3_600_000, ""), options: channelOptions(tls), token };
 }
 
 /** Runs one admin command; returns the exit status. */
@@ -148,7 +170,13 @@ export async function runAdmin(argv: readonly string[], out: NodeJS.WritableStre
     if (values.json) out.write(`${JSON.stringify(json)}\n`);
     else table();
   };
-  const client = new AdminClient(values.server);
+  let client: AdminClient;
+  try {
+    client = new AdminClient(values.server, adminTransport(values));
+  } catch (error) {
+    process.stderr.write(`greyfleet admin: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 2;
+  }
   try {
     switch (command) {
       case "list": {

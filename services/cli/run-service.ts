@@ -16,6 +16,8 @@ import { createDecisionMetrics, createRegistry, serveMetrics } from "../shared/m
 import type { Command, Config } from "../shared/settings";
 import { ShimDecisions } from "../shared/shim-decision";
 import { createShimMetrics } from "../shared/shim-metrics";
+import { channelCredentials, channelOptions } from "../shared/tls";
+import { type TracingSettings, tracingSettings } from "../shared/tracing";
 import { PRODUCT_VERSION } from "../shared/version";
 
 /** `--listen` is the shim's own listener for `greyfleet policy` and `greyfleet milter`. */
@@ -32,23 +34,42 @@ const FLAG_ALIASES: Readonly<Record<Command, Readonly<Record<string, string>>>> 
  */
 export async function runService(command: Command, argv: readonly string[]): Promise<number> {
   const config = loadConfig(command, { argv, env: process.env }, FLAG_ALIASES[command]);
-  if (isConfigProblem(config)) {
-    for (const problem of config.problems) process.stderr.write(`greyfleet ${command}: ${problem}\n`);
+  const tracing = tracingSettings(process.env, command);
+  const problems = [
+    ...(isConfigProblem(config) ? config.problems : []),
+    ...("problems" in tracing ? tracing.problems : []),
+  ];
+  if (isConfigProblem(config) || "problems" in tracing) {
+    for (const problem of problems) process.stderr.write(`greyfleet ${command}: ${problem}\n`);
     return 2;
   }
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const registry = createRegistry(command);
   const stoppables: Stoppable[] = [];
+  const tracingPart = tracing.enabled ? await startTracingPart(tracing, log) : undefined;
   try {
     await startParts(command, config, registry, log, stoppables);
   } catch (error) {
     log.error("start-up failed", { error: describeError(error) });
     for (const part of [...stoppables].reverse()) await part.stop(0).catch(() => {});
+    await tracingPart?.stop(0).catch(() => {});
     return 1;
   }
+  // Tracing stops last, after everything that makes spans, exporting what is still queued.
+  if (tracingPart) stoppables.push(tracingPart);
   log.info("greyfleet started", { command, version: PRODUCT_VERSION });
   stopOnSignals(stoppables, config.shutdownGraceMs, log);
   return -1;
+}
+
+/** Starts OpenTelemetry tracing, loading the SDK only now that the OTEL_* variables ask for it. */
+async function startTracingPart(
+  settings: Extract<TracingSettings, { enabled: true }>,
+  log: Logger,
+): Promise<Stoppable> {
+  const { startTracing } = await import("../shared/tracing-init.js");
+  const running = startTracing({ settings, log: log.child("tracing") });
+  return { name: "tracing", stop: (graceMs) => running.shutdown(graceMs) };
 }
 
 /** Starts each part of the command, appending it to `stoppables` in stop order. */
@@ -68,7 +89,16 @@ async function startParts(
     rest.push(...service.stoppables);
     decider = service.engine;
   } else {
-    const client = new GrpcDecider(config.decisionAddress, config.decisionTimeoutMs);
+    const tls = {
+      caFile: config.decisionTlsCaFile,
+      certFile: config.decisionTlsCertFile,
+      keyFile: config.decisionTlsKeyFile,
+      serverName: config.decisionTlsServerName,
+    };
+    const client = new GrpcDecider(config.decisionAddress, config.decisionTimeoutMs, {
+      credentials: channelCredentials(tls, config.tlsReloadMs, "decision-"),
+      options: channelOptions(tls),
+    });
     rest.push({ name: "decision client", stop: async () => client.close() });
     decider = client;
   }

@@ -17,6 +17,7 @@ import type { CheckOptions, Decider } from "../shared/decider";
 import { describeError, GreyfleetError } from "../shared/errors";
 import { type Logger, RateLimitedLog } from "../shared/logging";
 import type { DecisionMetrics } from "../shared/metrics";
+import { endStoreSpan, failSpan, startStoreSpan } from "../shared/tracing";
 import { xGreylistValue } from "./domain/header";
 import { clientNetwork, type NetworkGrouping, normaliseRecipient, normaliseSender } from "./domain/normalise";
 import type { GreylistPolicy } from "./domain/verdict";
@@ -94,6 +95,11 @@ export class Engine implements Decider {
     const response = await this.decide(valid, callOptions);
     this.record(valid, response, started);
     return this.options.mode === "shadow" ? shadowed(response) : response;
+  }
+
+  /** The store's kind, recorded on the service's spans. */
+  get storeKind(): string {
+    return this.options.store.kind;
   }
 
   /** The static rules' settings (Explain applies them too). */
@@ -181,14 +187,18 @@ export class Engine implements Decider {
 
   private async greylist(valid: ValidCheck, callOptions: CheckOptions): Promise<CheckResponse> {
     const storeStarted = performance.now();
+    // Started before the first await: the caller's span (service or shim) is still the active one.
+    const span = startStoreSpan(this.options.store.kind);
     try {
       const decision = await withTimeout(
         this.options.store.decide(this.query(valid), this.options.policy),
         this.budget(callOptions),
       );
       this.storeDecideDuration.observe(seconds(storeStarted));
+      endStoreSpan(span, decision.outcome.kind);
       return this.answer(decision.outcome, decision.nowMs);
     } catch (error) {
+      failSpan(span, error instanceof StoreTimeout ? "timeout" : "error");
       return this.failureMode(error);
     }
   }

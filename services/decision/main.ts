@@ -15,7 +15,7 @@ import { type ListEntryValue, Lists, normaliseEntryValue } from "./domain/lists"
 import { Engine } from "./engine";
 import { startHealthMonitor } from "./health-monitor";
 import { ListsCache } from "./lists-cache";
-import { startDecisionServer } from "./rpc/server";
+import { type ServerSecurity, startDecisionServer } from "./rpc/server";
 import { startStateSampler } from "./state-sampler";
 import { openStore } from "./store/open";
 
@@ -121,6 +121,22 @@ function storePassword(config: Config): string | undefined {
   return config.storePassword || undefined;
 }
 
+/** TLS and admin credentials of the gRPC listener, from the settings. */
+function serverSecurity(config: Config): ServerSecurity {
+  const token = readSettingFile("admin-token-file", config.adminTokenFile)?.trim() ?? config.adminToken;
+  return {
+    tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, clientCaFile: config.tlsClientCaFile },
+    tlsReloadMs: config.tlsReloadMs,
+    admin: {
+      token,
+      clientNames: config.adminClientNames
+        .split(",")
+        .map((name) => name.trim())
+        .filter((name) => name !== ""),
+    },
+  };
+}
+
 /** The shipped default whitelist as list entries (source "default"). */
 function loadDefaultWhitelist(): ListEntryValue[] {
   const parsed = parseDefaultWhitelist(readFileSync(projectFile(DEFAULT_WHITELIST_FILE), "utf8"));
@@ -168,7 +184,13 @@ export async function startDecisionService(
   const adminService = new Admin({ engine, store, lists, policy, grouping: engineGrouping(config) });
   let grpc: Awaited<ReturnType<typeof startDecisionServer>>;
   try {
-    grpc = await startDecisionServer(config.grpcListen, engine, adminService, log.child("grpc"));
+    grpc = await startDecisionServer(
+      config.grpcListen,
+      engine,
+      adminService,
+      serverSecurity(config),
+      log.child("grpc"),
+    );
   } catch (error) {
     await store.close();
     throw error;

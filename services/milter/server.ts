@@ -11,6 +11,7 @@ import type { Logger } from "../shared/logging";
 import type { ShimDecisions } from "../shared/shim-decision";
 import { type ConnectionHandler, listenShim, type ShimListener } from "../shared/shim-listener";
 import type { ShimMetrics } from "../shared/shim-metrics";
+import { endShimSpan, type Span, startShimSpan } from "../shared/tracing";
 import { type MilterCommand, MilterDecoder, type MilterError } from "./codec";
 import {
   type CheckFields,
@@ -115,8 +116,12 @@ class MilterConnection implements ConnectionHandler {
           break;
         case "check": {
           const { checkId, request } = effect;
+          // A local client is accepted without asking: no decision, no span.
+          const span = request.localClient ? undefined : startShimSpan("milter", request.stage);
           // .then() runs after `deciding` is set, even for a local client's immediate answer.
-          this.deciding = this.lookup(request).then((decision) => this.onDecision(checkId, request, decision));
+          this.deciding = this.lookup(request, span).then((decision) =>
+            this.onDecision(checkId, request, decision, span),
+          );
           break;
         }
         case "close":
@@ -129,26 +134,31 @@ class MilterConnection implements ConnectionHandler {
   }
 
   /** The decision for one recipient; a local client is accepted without asking. */
-  private async lookup(fields: CheckFields): Promise<Decision> {
+  private async lookup(fields: CheckFields, span: Span | undefined): Promise<Decision> {
     if (fields.localClient) return LOCAL_ACCEPT;
-    const response = await this.options.decisions.decide({
-      clientAddress: fields.clientAddress,
-      clientName: fields.clientName === "unknown" ? "" : fields.clientName,
-      heloName: fields.heloName,
-      sender: fields.sender,
-      recipient: fields.recipient,
-      saslUsername: fields.saslUsername,
-      queueId: fields.queueId,
-      instance: "",
-      protocolState: fields.stage === "data" ? ProtocolState.PROTOCOL_STATE_DATA : ProtocolState.PROTOCOL_STATE_RCPT,
-      mtaId: this.options.mtaId,
-    });
+    const response = await this.options.decisions.decide(
+      {
+        clientAddress: fields.clientAddress,
+        clientName: fields.clientName === "unknown" ? "" : fields.clientName,
+        heloName: fields.heloName,
+        sender: fields.sender,
+        recipient: fields.recipient,
+        saslUsername: fields.saslUsername,
+        queueId: fields.queueId,
+        instance: "",
+        protocolState: fields.stage === "data" ? ProtocolState.PROTOCOL_STATE_DATA : ProtocolState.PROTOCOL_STATE_RCPT,
+        mtaId: this.options.mtaId,
+      },
+      span,
+    );
     return toDecision(response);
   }
 
-  private onDecision(checkId: number, fields: CheckFields, decision: Decision): void {
+  private onDecision(checkId: number, fields: CheckFields, decision: Decision, span: Span | undefined): void {
     // Counted as answered: the session never defers some checks (see resolve), whatever came back.
-    this.options.metrics.answered(fields.stage, fields.localClient ? "local" : resolve(decision, fields).action);
+    const action = fields.localClient ? "local" : resolve(decision, fields).action;
+    this.options.metrics.answered(fields.stage, action);
+    endShimSpan(span, action);
     this.deciding = undefined;
     if (this.socket.destroyed) return;
     this.apply({ kind: "decision", checkId, decision });

@@ -11,6 +11,7 @@ import type { Logger } from "../shared/logging";
 import type { ShimDecisions } from "../shared/shim-decision";
 import { type ConnectionHandler, listenShim, type ShimListener } from "../shared/shim-listener";
 import type { ShimMetrics } from "../shared/shim-metrics";
+import { endShimSpan, startShimSpan } from "../shared/tracing";
 import {
   encodeDeferIfPermit,
   encodeDunno,
@@ -117,7 +118,8 @@ class PolicyConnection implements ConnectionHandler {
       this.write(DUNNO);
       return;
     }
-    const response = await this.options.decisions.decide(toCheckRequest(request, stage, this.options.mtaId));
+    const span = startShimSpan("policy", stage === ProtocolState.PROTOCOL_STATE_DATA ? "data" : "rcpt");
+    const response = await this.options.decisions.decide(toCheckRequest(request, stage, this.options.mtaId), span);
     let reply: Buffer;
     let action: string;
     try {
@@ -128,6 +130,7 @@ class PolicyConnection implements ConnectionHandler {
       [reply, action] = [DUNNO, "dunno"];
     }
     this.options.metrics.answered(stageName.toLowerCase(), action);
+    endShimSpan(span, action);
     this.write(reply);
   }
 

@@ -3,9 +3,10 @@
  * far cheaper than a unary call per recipient), each bounded by its own deadline. When the
  * stream breaks, every Check in flight fails with "unavailable" at once and the next Check opens
  * a new stream; grpc-js reconnects the channel by itself. Nothing is retried: a Check may have
- * been recorded before its answer was lost.
+ * been recorded before its answer was lost. While tracing is on each Check has a client span whose
+ * context travels in its StreamedCheck (traceparent), as one stream carries many Checks.
  */
-import { type ClientDuplexStream, credentials, Metadata, status } from "@grpc/grpc-js";
+import { type ChannelCredentials, type ClientDuplexStream, credentials, Metadata, status } from "@grpc/grpc-js";
 import {
   type CheckRequest,
   type CheckResponse,
@@ -16,6 +17,7 @@ import {
 } from "../contract/gen/greyfleet/v1/greylist";
 import type { CheckOptions, Decider } from "./decider";
 import { type ErrorCode, GreyfleetError } from "./errors";
+import { failSpan, type Span, startClientSpan, traceparentOf } from "./tracing";
 
 /** Checks per CheckStreamRequest at most (the contract's limit). */
 const MAX_CHECKS_PER_MESSAGE = 256;
@@ -33,6 +35,8 @@ interface Pending {
   readonly resolve: (response: CheckResponse) => void;
   readonly reject: (error: GreyfleetError) => void;
   readonly timer: NodeJS.Timeout;
+  /** The Check's client span; undefined while tracing is off. */
+  readonly span: Span | undefined;
 }
 
 const STATUS_CODES: Readonly<Partial<Record<number, ErrorCode>>> = {
@@ -55,8 +59,16 @@ export class GrpcDecider implements Decider {
     readonly address: string,
     /** Deadline of a Check when the caller gives none, in ms. */
     private readonly defaultTimeoutMs: number,
+    /** TLS (and channel options for it); plaintext by default. */
+    transport: { credentials: ChannelCredentials; options: Record<string, string> } = {
+      credentials: credentials.createInsecure(),
+      options: {},
+    },
   ) {
-    this.client = new GreylistServiceClient(address, credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new GreylistServiceClient(address, transport.credentials, {
+      ...CHANNEL_OPTIONS,
+      ...transport.options,
+    });
   }
 
   check(request: CheckRequest, options: CheckOptions = {}): Promise<CheckResponse> {
@@ -65,14 +77,17 @@ export class GrpcDecider implements Decider {
     if (timeoutMs === 0) return Promise.reject(new GreyfleetError("deadline_exceeded", "deadline already passed"));
     const id = this.nextId++;
     const stream = this.openStream();
+    const span = startClientSpan();
     return new Promise<CheckResponse>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        failSpan(span, "deadline_exceeded");
         reject(new GreyfleetError("deadline_exceeded", `no answer from ${this.address} within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, span });
       // Checks asked in one turn of the event loop go out in one message.
-      if (this.batch.push({ id, check: request, timeoutMs }) === 1) setImmediate(() => this.flush(stream));
+      const traceparent = traceparentOf(span);
+      if (this.batch.push({ id, check: request, timeoutMs, traceparent }) === 1) setImmediate(() => this.flush(stream));
     });
   }
 
@@ -122,9 +137,11 @@ export class GrpcDecider implements Decider {
       this.pending.delete(id);
       clearTimeout(pending.timer);
       if (answer.errorCode === 0 && answer.check) {
+        pending.span?.end();
         pending.resolve(answer.check);
       } else {
         const code = STATUS_CODES[answer.errorCode] ?? "internal";
+        failSpan(pending.span, code);
         pending.reject(new GreyfleetError(code, answer.errorMessage || `status ${answer.errorCode}`));
       }
     }
@@ -133,6 +150,7 @@ export class GrpcDecider implements Decider {
   private failAll(reason: string): void {
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
+      failSpan(pending.span, "unavailable");
       pending.reject(new GreyfleetError("unavailable", reason));
       this.pending.delete(id);
     }

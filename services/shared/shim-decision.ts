@@ -2,7 +2,8 @@
  * What a shim does around one Check: ask with a deadline, and when no answer comes (deadline,
  * service down, an error) apply the shim's failure mode instead, counted and logged at most once
  * per interval. Outgoing mail (an authenticated client) and the null sender at RCPT are never
- * deferred by the failure mode.
+ * deferred by the failure mode. The shim's span (tracing on) is active during the call, so the
+ * Decider's spans join its trace, and records the reason and any failure mode used.
  */
 import {
   Action,
@@ -15,6 +16,7 @@ import type { Decider } from "./decider";
 import { describeError, GreyfleetError } from "./errors";
 import { type Logger, RateLimitedLog } from "./logging";
 import type { ShimMetrics } from "./shim-metrics";
+import { inSpan, noteShimDecision, type Span } from "./tracing";
 
 /** The reply under the tempfail failure mode when the decision service does not answer. */
 const UNAVAILABLE_DEFER: CheckResponse = Object.freeze({
@@ -59,12 +61,14 @@ export class ShimDecisions {
     this.failureLog = new RateLimitedLog(options.failureLogIntervalMs);
   }
 
-  /** The decision for `request`; never rejects. */
-  async decide(request: CheckRequest): Promise<CheckResponse> {
+  /** The decision for `request`, asked within the shim's `span` (undefined while tracing is off); never rejects. */
+  async decide(request: CheckRequest, span?: Span): Promise<CheckResponse> {
     const started = performance.now();
     try {
-      const response = await this.decider.check(request, { deadlineMs: Date.now() + this.options.timeoutMs });
+      const deadlineMs = Date.now() + this.options.timeoutMs;
+      const response = await inSpan(span, () => this.decider.check(request, { deadlineMs }));
       this.options.metrics.decisionCall((performance.now() - started) / 1000);
+      noteShimDecision(span, response.reason);
       return response;
     } catch (thrown) {
       const error = GreyfleetError.from(thrown);
@@ -84,7 +88,9 @@ export class ShimDecisions {
       // DATA, so sender-verification callouts, which stop after RCPT, always pass).
       const outgoing = request.saslUsername !== "";
       const nullSenderAtRcpt = request.sender === "" && request.protocolState !== ProtocolState.PROTOCOL_STATE_DATA;
-      return failureMode === "open" || outgoing || nullSenderAtRcpt ? UNAVAILABLE_ACCEPT : UNAVAILABLE_DEFER;
+      const answer = failureMode === "open" || outgoing || nullSenderAtRcpt ? UNAVAILABLE_ACCEPT : UNAVAILABLE_DEFER;
+      noteShimDecision(span, answer.reason, { mode: failureMode, cause });
+      return answer;
     }
   }
 }

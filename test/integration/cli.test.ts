@@ -33,9 +33,13 @@ describe("greyfleet command", () => {
   it("refuses a store URL it cannot serve, and a port in use", async () => {
     const bad = await runGreyfleet(["serve", "--store", "redis://", "--metrics-listen", ""]);
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /--store: "redis:\/\/" has no host/);
-    const tls = await runGreyfleet(["serve", "--store", "rediss://h:6380", "--metrics-listen", ""]);
-    assert.match(tls.stderr, /--store: "rediss:" URLs \(TLS, Sentinel, Cluster\) are not supported in this version/);
+    assert.match(bad.stderr, /--store: "" in the store URL is not HOST\[:PORT\]/);
+    const sentinel = await runGreyfleet(["serve", "--store", "redis+sentinel://h:26379", "--metrics-listen", ""]);
+    assert.equal(sentinel.code, 2);
+    assert.match(sentinel.stderr, /--store: a redis\+sentinel:\/\/ store URL needs the master name/);
+    const secret = await runGreyfleet(["serve", "--store-password", "hunter2", "--metrics-listen", ""]);
+    assert.equal(secret.code, 2);
+    assert.match(secret.stderr, /--store-password is a secret: set GREYFLEET_STORE_PASSWORD/);
     const blocker = createServer().listen(0, "127.0.0.1");
     await once(blocker, "listening");
     const taken = `127.0.0.1:${(blocker.address() as AddressInfo).port}`;

@@ -75,7 +75,10 @@ describe("store outage", () => {
     await redis.restart();
     const service = "greyfleet.v1.GreylistService";
     await waitFor("SERVING again", async () => (await healthStatus(open.grpcAddress, service)) === "SERVING");
-    await waitFor("tempfail service SERVING", async () => (await healthStatus(tempfail.grpcAddress, service)) === "SERVING");
+    await waitFor(
+      "tempfail service SERVING",
+      async () => (await healthStatus(tempfail.grpcAddress, service)) === "SERVING",
+    );
     const response = await openClient.check(rcpt({ recipient: "after-outage@example.com" }));
     assert.deepEqual([response.action, response.reason], [Action.ACTION_DEFER, Reason.REASON_NEW_TRIPLET]);
     const other = await tempfailClient.check(rcpt({ recipient: "after-outage@example.com" }));

@@ -11,6 +11,7 @@ import { describeError, GreyfleetError } from "../../shared/errors";
 import type { Logger } from "../../shared/logging";
 import type { Admin } from "../admin";
 import type { StateRecord } from "../store/store";
+import { type AdminAccess, authorize } from "./admin-auth";
 import { fromWireEntry, fromWireRecord, kindName, toWireEntry, toWireRecord } from "./admin-convert";
 import { GRPC_STATUS } from "./greylist-service";
 
@@ -18,8 +19,13 @@ import { GRPC_STATUS } from "./greylist-service";
 const MAX_ENTRIES_PER_CALL = 100_000;
 
 /** A unary handler from an async function: expected errors become their status, others INTERNAL. */
-function unary<Req, Res>(log: Logger, body: (request: Req) => Promise<Res>) {
+function unary<Req, Res>(log: Logger, access: AdminAccess, body: (request: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    const refusal = authorize(call, access);
+    if (refusal) {
+      callback(refusal);
+      return;
+    }
     body(call.request).then(
       (response) => callback(null, response),
       (thrown: unknown) => {
@@ -39,21 +45,21 @@ function bounded<T>(items: readonly T[]): readonly T[] {
   return items;
 }
 
-/** Builds the AdminService implementation. */
-export function adminService(admin: Admin, log: Logger): AdminServiceServer {
+/** Builds the AdminService implementation; every call is authorised against `access` first. */
+export function adminService(admin: Admin, log: Logger, access: AdminAccess): AdminServiceServer {
   return {
-    listEntries: unary(log, async (request) => ({
+    listEntries: unary(log, access, async (request) => ({
       entries: (await admin.listEntries(kindName(request.kind))).map(toWireEntry),
     })),
-    addEntries: unary(log, async (request) => admin.addEntries(bounded(request.entries).map(fromWireEntry))),
-    removeEntries: unary(log, async (request) =>
+    addEntries: unary(log, access, async (request) => admin.addEntries(bounded(request.entries).map(fromWireEntry))),
+    removeEntries: unary(log, access, async (request) =>
       admin.removeEntries(
         bounded(request.entries)
           .map(fromWireEntry)
           .map(({ kind, value }) => ({ kind, value })),
       ),
     ),
-    explain: unary(log, async (request) => {
+    explain: unary(log, access, async (request) => {
       if (!request.check) throw new GreyfleetError("invalid_argument", "check is required");
       const found = await admin.explain(request.check);
       return {
@@ -68,15 +74,15 @@ export function adminService(admin: Admin, log: Logger): AdminServiceServer {
         clientPasses: found.clientPasses,
       };
     }),
-    deleteTriplet: unary(log, async (request) => {
+    deleteTriplet: unary(log, access, async (request) => {
       if (!request.check) throw new GreyfleetError("invalid_argument", "check is required");
       return { deleted: await admin.deleteTriplet(request.check) };
     }),
-    flushNetwork: unary(log, async (request) => {
+    flushNetwork: unary(log, access, async (request) => {
       const { network, removed } = await admin.flushNetwork(request.clientAddress);
       return { clientNetwork: network, removed };
     }),
-    stats: unary(log, async () => {
+    stats: unary(log, access, async () => {
       const stats = await admin.stats();
       return {
         pendingTriplets: stats.pendingTriplets,
@@ -88,6 +94,11 @@ export function adminService(admin: Admin, log: Logger): AdminServiceServer {
       };
     }),
     export: (call: ServerWritableStream<ExportRequest, ExportResponse>): void => {
+      const refusal = authorize(call, access);
+      if (refusal) {
+        call.emit("error", refusal);
+        return;
+      }
       void (async () => {
         try {
           for await (const record of admin.exportRecords()) {

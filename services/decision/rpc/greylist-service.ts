@@ -1,4 +1,8 @@
-/** The GreylistService gRPC handlers: the engine behind grpc-js, errors mapped to status codes. */
+/**
+ * The GreylistService gRPC handlers: the engine behind grpc-js, errors mapped to status codes.
+ * While tracing is on each Check gets a server span, a child of the caller's span named by the
+ * StreamedCheck's traceparent (or the unary call's traceparent metadata).
+ */
 import { type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import type {
   CheckRequest,
@@ -13,6 +17,7 @@ import type {
 import type { Decider } from "../../shared/decider";
 import { describeError, type ErrorCode, GreyfleetError } from "../../shared/errors";
 import type { Logger } from "../../shared/logging";
+import { endServiceSpan, failSpan, inSpan, type Span, startServiceSpan, tracingEnabled } from "../../shared/tracing";
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
 const CONTROL = /[\u0000-\u001f\u007f]/;
@@ -47,6 +52,8 @@ export interface GreylistServiceHandle {
 /** What the service needs of the engine: decisions, and learning reported outgoing mail. */
 export interface DecisionEngine extends Decider {
   reportOutgoing(sender: string, recipients: readonly string[]): Promise<number>;
+  /** The store's kind (memory, sqlite, redis), recorded on the service's spans. */
+  readonly storeKind?: string;
 }
 
 /** Outgoing recipients per ReportOutgoing call at most, and their longest address in bytes. */
@@ -63,8 +70,27 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
   const streams = new Set<StreamState>();
   let draining = false;
 
+  /** The engine's answer to one Check, within the service's span for it. */
+  const decide = (request: CheckRequest, deadline: number | undefined, span: Span | undefined) => {
+    const answered = inSpan(span, () => engine.check(request, { deadlineMs: deadline }));
+    if (!span) return answered;
+    return answered.then(
+      (response) => {
+        endServiceSpan(span, response, engine.storeKind);
+        return response;
+      },
+      (thrown: unknown) => {
+        failSpan(span, GreyfleetError.from(thrown).code);
+        throw thrown;
+      },
+    );
+  };
+
   const check = (call: ServerUnaryCall<CheckRequest, CheckResponse>, callback: sendUnaryData<CheckResponse>): void => {
-    engine.check(call.request, { deadlineMs: deadlineMs(call) }).then(
+    const span = tracingEnabled()
+      ? startServiceSpan("check", metadataValue(call, "traceparent"), metadataValue(call, "tracestate"))
+      : undefined;
+    decide(call.request, deadlineMs(call), span).then(
       (response) => callback(null, response),
       (thrown: unknown) => {
         const error = failed(thrown);
@@ -92,7 +118,7 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
     };
     call.on("data", (message: CheckStreamRequest) => {
       const tooMany = message.checks.length > MAX_CHECKS_PER_MESSAGE;
-      for (const { id, check, timeoutMs } of message.checks) {
+      for (const { id, check, timeoutMs, traceparent } of message.checks) {
         state.inFlight++;
         const refusal: [status, string] | undefined = draining
           ? [status.UNAVAILABLE, "the decision service is shutting down"]
@@ -113,7 +139,7 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
           continue;
         }
         const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
-        engine.check(check, { deadlineMs: deadline }).then(
+        decide(check, deadline, startServiceSpan("checkStream", traceparent)).then(
           (response) => answer({ id, check: response, errorCode: 0, errorMessage: "" }),
           (thrown: unknown) => {
             const error = failed(thrown);
@@ -180,6 +206,12 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
       ).then(() => undefined);
     },
   };
+}
+
+/** The first value of a unary call's ASCII metadata header, if any. */
+function metadataValue(call: ServerUnaryCall<unknown, unknown>, key: string): string | undefined {
+  const value = call.metadata.get(key)[0];
+  return typeof value === "string" ? value : undefined;
 }
 
 /** One open CheckStream. */

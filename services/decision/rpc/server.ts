@@ -3,7 +3,7 @@
  * store is unreachable) and server reflection.
  */
 
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
@@ -11,7 +11,9 @@ import { AdminServiceService } from "../../contract/gen/greyfleet/v1/admin";
 import { GreylistServiceService } from "../../contract/gen/greyfleet/v1/greylist";
 import type { Logger } from "../../shared/logging";
 import { projectFile } from "../../shared/paths";
+import { type ServerTlsFiles, serverCredentials } from "../../shared/tls";
 import type { Admin } from "../admin";
+import type { AdminAccess } from "./admin-auth";
 import { adminService } from "./admin-service";
 import { type DecisionEngine, greylistService } from "./greylist-service";
 
@@ -41,11 +43,20 @@ export interface DecisionServer {
   drainStreams(): Promise<void>;
 }
 
+/** How the server is reached and who may administer it. */
+export interface ServerSecurity {
+  readonly tls: ServerTlsFiles;
+  /** How often certificate files are re-read, ms. */
+  readonly tlsReloadMs: number;
+  readonly admin: AdminAccess;
+}
+
 /** Creates, binds and starts the gRPC server on `listen` (HOST:PORT). */
 export async function startDecisionServer(
   listen: string,
   engine: DecisionEngine,
   admin: Admin,
+  security: ServerSecurity,
   log: Logger,
 ): Promise<DecisionServer> {
   const server = new Server({
@@ -56,7 +67,7 @@ export async function startDecisionServer(
   });
   const service = greylistService(engine, log);
   server.addService(GreylistServiceService, service.implementation);
-  server.addService(AdminServiceService, adminService(admin, log.child("admin")));
+  server.addService(AdminServiceService, adminService(admin, log.child("admin"), security.admin));
 
   const health = new HealthImplementation({ "": "SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
   health.addToServer(server);
@@ -70,7 +81,7 @@ export async function startDecisionServer(
   new ReflectionService(definition).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (error, bound) =>
+    server.bindAsync(listen, serverCredentials(security.tls, security.tlsReloadMs), (error, bound) =>
       error ? reject(new Error(`--listen ${listen}: ${error.message}`)) : resolve(bound),
     );
   });

@@ -1,0 +1,157 @@
+/**
+ * mTLS between the shims and the decision service, and who may use AdminService: a shim with a
+ * valid certificate decides, one without (or with a stranger's) is refused and falls back to its
+ * failure mode, a shim's certificate cannot administer, an admin certificate or token can, and a
+ * renewed server certificate is used without a restart.
+ */
+import assert from "node:assert/strict";
+import { copyFileSync, readFileSync, rmSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { connect } from "node:tls";
+import { TestCa } from "../support/certificates";
+import { GreyfleetProcess, runGreyfleet } from "../support/greyfleet-process";
+import { PolicyClient } from "../support/policy-client";
+import { waitFor } from "../support/wait";
+
+const DEFER = "action=DEFER_IF_PERMIT Greylisted, please try again later";
+
+describe("mTLS and admin credentials", () => {
+  let ca: TestCa;
+  let stranger: TestCa;
+  let service: GreyfleetProcess;
+  let server: { certFile: string; keyFile: string };
+  const shims: GreyfleetProcess[] = [];
+
+  before(async () => {
+    ca = TestCa.create("greyfleet-test-ca");
+    stranger = TestCa.create("someone-else");
+    server = ca.issue("decision.test", ["DNS:decision.test", "IP:127.0.0.1"]);
+    service = await GreyfleetProcess.start([
+      "serve",
+      "--store",
+      "memory:",
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "",
+      "--tls-cert-file",
+      server.certFile,
+      "--tls-key-file",
+      server.keyFile,
+      "--tls-client-ca-file",
+      ca.certFile,
+      "--admin-client-names",
+      "ops.admin.test",
+      "--tls-reload-interval",
+      "1s",
+    ]);
+  });
+
+  after(async () => {
+    for (const shim of shims) await shim.stop();
+    await service?.stop();
+    rmSync(ca.dir, { recursive: true, force: true });
+    rmSync(stranger.dir, { recursive: true, force: true });
+  });
+
+  async function shim(identity: { certFile: string; keyFile: string } | undefined): Promise<PolicyClient> {
+    const proc = await GreyfleetProcess.start([
+      "policy",
+      "--decision",
+      service.grpcAddress,
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "",
+      "--decision-tls-ca-file",
+      ca.certFile,
+      "--decision-timeout",
+      "1s",
+      ...(identity ? ["--decision-tls-cert-file", identity.certFile, "--decision-tls-key-file", identity.keyFile] : []),
+    ]);
+    shims.push(proc);
+    return PolicyClient.open(proc.logged(/policy server listening/, "policy"));
+  }
+
+  it("lets a shim with a certificate from the fleet's CA decide", async () => {
+    const client = await shim(ca.issue("mx1.shim.test"));
+    assert.equal(await client.ask({ recipient: "mtls@example.com" }), DEFER);
+    client.close();
+  });
+
+  it("refuses a shim without a certificate, or with a stranger's: it answers by its failure mode", async () => {
+    for (const identity of [undefined, stranger.issue("mx9.shim.test")]) {
+      const client = await shim(identity);
+      assert.equal(await client.ask({ recipient: "refused@example.com" }), "action=DUNNO");
+      client.close();
+    }
+  });
+
+  const admin = (...args: string[]) =>
+    runGreyfleet(["admin", "--server", service.grpcAddress, "--tls-ca-file", ca.certFile, ...args, "stats"]);
+
+  it("does not let a shim's certificate administer, and does let an admin certificate", async () => {
+    const shimCert = ca.issue("mx2.shim.test");
+    const denied = await admin("--tls-cert-file", shimCert.certFile, "--tls-key-file", shimCert.keyFile);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /this credential may not use AdminService/);
+    const adminCert = ca.issue("ops.admin.test");
+    const allowed = await admin("--tls-cert-file", adminCert.certFile, "--tls-key-file", adminCert.keyFile);
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.match(allowed.stdout, /pending triplets/);
+  });
+
+  it("uses a renewed server certificate without a restart", async () => {
+    const probe = ca.issue("probe.shim.test");
+    /** The subject CN of the certificate the service presents to a new connection. */
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const [host, port] = service.grpcAddress.split(":");
+        const socket = connect(
+          {
+            host,
+            port: Number(port),
+            ca: readFileSync(ca.certFile),
+            cert: readFileSync(probe.certFile),
+            key: readFileSync(probe.keyFile),
+            servername: "decision.test",
+            ALPNProtocols: ["h2"],
+          },
+          () => {
+            const cn = String(socket.getPeerCertificate().subject?.CN ?? "");
+            socket.destroy();
+            resolve(cn);
+          },
+        );
+        socket.once("error", reject);
+      });
+    assert.equal(await served(), "decision.test");
+    const renewed = ca.issue("decision-renewed.test", ["DNS:decision.test", "IP:127.0.0.1"], "renewed");
+    copyFileSync(renewed.certFile, server.certFile);
+    copyFileSync(renewed.keyFile, server.keyFile);
+    await waitFor("the renewed certificate to be served", async () => (await served()) === "decision-renewed.test");
+  });
+});
+
+describe("admin token", () => {
+  it("admits the token's holder, refuses a wrong token as PERMISSION_DENIED and none as UNAUTHENTICATED", async () => {
+    const service = await GreyfleetProcess.start(
+      ["serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--metrics-listen", ""],
+      { env: { GREYFLEET_ADMIN_TOKEN: "s3cret-token" } },
+    );
+    try {
+      const stats = (token: string | undefined) =>
+        runGreyfleet(["admin", "--server", service.grpcAddress, "stats"], {
+          env: token === undefined ? { GREYFLEET_ADMIN_TOKEN: "" } : { GREYFLEET_ADMIN_TOKEN: token },
+        });
+      const none = await stats(undefined);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /needs an admin token or an admin client certificate/);
+      const wrong = await stats("guess");
+      assert.match(wrong.stderr, /this credential may not use AdminService/);
+      assert.equal((await stats("s3cret-token")).code, 0);
+    } finally {
+      await service.stop();
+    }
+  });
+});
