@@ -18,6 +18,7 @@ const SYSTEM_COMMANDS = [
   ["systemd-analyze", "systemd"],
   ["m4", "m4"],
   ["kubectl", "kubectl"],
+  ["openssl", "openssl"],
 ];
 
 function run(command, args, options = {}) {
