@@ -5,6 +5,7 @@ import type { Registry } from "prom-client";
 import { startDecisionService } from "../decision/main";
 import { startMilterServer } from "../milter/server";
 import { startPolicyServer } from "../policy/server";
+import { BalancedDecider } from "../shared/balanced-decider";
 import { isConfigProblem, loadConfig } from "../shared/config";
 import type { Decider } from "../shared/decider";
 import { GrpcDecider } from "../shared/decision-client";
@@ -13,7 +14,7 @@ import { type Stoppable, stopOnSignals } from "../shared/lifecycle";
 import { boundAddress } from "../shared/listen";
 import { createLogger, type Logger } from "../shared/logging";
 import { createDecisionMetrics, createRegistry, serveMetrics } from "../shared/metrics";
-import type { Command, Config } from "../shared/settings";
+import { type Command, type Config, parseDecisionTargets } from "../shared/settings";
 import { ShimDecisions } from "../shared/shim-decision";
 import { createShimMetrics } from "../shared/shim-metrics";
 import { channelCredentials, channelOptions } from "../shared/tls";
@@ -89,18 +90,7 @@ async function startParts(
     rest.push(...service.stoppables);
     decider = service.engine;
   } else {
-    const tls = {
-      caFile: config.decisionTlsCaFile,
-      certFile: config.decisionTlsCertFile,
-      keyFile: config.decisionTlsKeyFile,
-      serverName: config.decisionTlsServerName,
-    };
-    const client = new GrpcDecider(config.decisionAddress, config.decisionTimeoutMs, {
-      credentials: channelCredentials(tls, config.tlsReloadMs, "decision-"),
-      options: channelOptions(tls),
-    });
-    rest.push({ name: "decision client", stop: async () => client.close() });
-    decider = client;
+    decider = await connectDecision(config, log.child("decision"), rest);
   }
   const mtaId = config.mtaId || hostname();
   const shim = (name: "policy" | "milter") => {
@@ -150,4 +140,32 @@ function closeHttp(server: Server): Promise<void> {
     server.close(() => resolve());
     server.closeIdleConnections();
   });
+}
+
+/** Re-resolution interval of --decision dns:NAME:PORT. */
+const DECISION_RESOLVE_MS = 10_000;
+
+/**
+ * The shims' Decider: one GrpcDecider per decision replica named by --decision, balanced.
+ * With dns:NAME the replicas are IP addresses, so TLS verifies NAME unless
+ * --decision-tls-server-name says otherwise.
+ */
+async function connectDecision(config: Config, log: Logger, rest: Stoppable[]): Promise<Decider> {
+  const targets = parseDecisionTargets(config.decisionAddress);
+  if ("error" in targets) throw new Error(`--decision: ${targets.error}`);
+  const tls = {
+    caFile: config.decisionTlsCaFile,
+    certFile: config.decisionTlsCertFile,
+    keyFile: config.decisionTlsKeyFile,
+    serverName: config.decisionTlsServerName || (targets.kind === "dns" ? targets.host : ""),
+  };
+  const credentials = channelCredentials(tls, config.tlsReloadMs, "decision-");
+  const balanced = new BalancedDecider(targets, {
+    connect: (address) =>
+      new GrpcDecider(address, config.decisionTimeoutMs, { credentials, options: channelOptions(tls) }),
+    onChange: (addresses) => log.info("decision replicas", { replicas: addresses.join(",") }),
+  });
+  rest.push({ name: "decision client", stop: async () => balanced.close() });
+  await balanced.start(DECISION_RESOLVE_MS);
+  return balanced;
 }

@@ -72,6 +72,25 @@ function text(pattern: RegExp, what: string): (text: string) => Parsed<string> {
 /** HOST:PORT with an IPv4 address, [IPv6] or a name; PORT may be 0 (any free port). */
 export const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const hostPort = text(HOST_PORT, "HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)");
+/** What --decision names. */
+export type DecisionTargets =
+  | { readonly kind: "list"; readonly addresses: readonly string[] }
+  | { readonly kind: "dns"; readonly host: string; readonly port: number };
+
+/** Parses --decision: HOST:PORT[,HOST:PORT…] or dns:NAME:PORT. */
+export function parseDecisionTargets(value: string): DecisionTargets | { error: string } {
+  const dns = /^dns:([A-Za-z0-9.-]{1,253}):(\d{1,5})$/.exec(value);
+  if (dns?.[1] && dns[2]) return { kind: "dns", host: dns[1], port: Number(dns[2]) };
+  const addresses = value.split(",").map((part) => part.trim());
+  const bad = addresses.find((address) => !HOST_PORT.test(address));
+  if (bad !== undefined) return { error: `"${bad}" is not HOST:PORT (or use dns:NAME:PORT)` };
+  return { kind: "list", addresses };
+}
+
+const decisionTargets = (value: string): Parsed<string> => {
+  const targets = parseDecisionTargets(value);
+  return "error" in targets ? targets : value;
+};
 const optionalHostPort = (value: string): Parsed<string> => (value === "" ? "" : hostPort(value));
 /** A shim's listener: HOST:PORT, or unix:/absolute/path for a unix socket; "" = off (all only). */
 const shimListen = (value: string): Parsed<string> =>
@@ -449,8 +468,11 @@ export const SETTINGS = {
     flag: "decision",
     default: "127.0.0.1:50051",
     commands: ["policy", "milter"],
-    doc: "HOST:PORT of the decision service the shim asks (one long-lived gRPC stream).",
-    parse: hostPort,
+    doc:
+      "The decision service the shim asks: HOST:PORT, several (HOST:PORT,HOST:PORT: checks go round robin, " +
+      "a failing replica is left out for 1 s doubling to 30 s), or dns:NAME:PORT (every address NAME resolves " +
+      "to, re-resolved every 10 s: a headless Service). One long-lived gRPC stream per replica.",
+    parse: decisionTargets,
   }),
   decisionTimeoutMs: setting({
     flag: "decision-timeout",

@@ -14,15 +14,16 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import * as C from "../../services/milter/constants";
-import { GreyfleetProcess } from "../support/greyfleet-process";
+import { GreyfleetProcess, scrapedMetric as metric } from "../support/greyfleet-process";
 import {
   assertContinue,
   assertReplyCode,
   assertXGreylistThenContinue,
+  ipv4,
   MilterClient,
   replyCode,
-  type SmtpClient,
   formatReply as show,
+  smtpSession,
 } from "../support/milter-client";
 import { freePort } from "../support/ports";
 import { waitFor } from "../support/wait";
@@ -34,29 +35,6 @@ const LOCAL: readonly string[] = ["--listen", "127.0.0.1:0", "--metrics-listen",
 /** The greylisting profile the shim asks of a Postfix-like offer. */
 const GREYLIST_STEPS =
   C.SMFIP_NOHDRS | C.SMFIP_NOBODY | C.SMFIP_NOEOH | C.SMFIP_NOUNKNOWN | C.SMFIP_NR_CONN | C.SMFIP_NR_HELO;
-
-const ipv4 = (address: string): SmtpClient => ({ hostname: `[${address}]`, family: "4", port: 54321, address });
-
-/** Negotiated, CONNECT and HELO sent (neither answered: NR_CONN, NR_HELO). */
-async function smtpSession(address: string, client: SmtpClient): Promise<MilterClient> {
-  const milter = await MilterClient.negotiated(address);
-  assert.equal(await milter.connectEvent(client), undefined);
-  assert.equal(await milter.helo("client.example.net"), undefined);
-  return milter;
-}
-
-/** The sum of the samples of `name` whose labels include `labels`. */
-async function metric(address: string, name: string, labels: Readonly<Record<string, string>>): Promise<number> {
-  const text = await (await fetch(`http://${address}/metrics`)).text();
-  let total = 0;
-  for (const line of text.split("\n")) {
-    const sample = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!sample || sample[1] !== name) continue;
-    const have = new Map([...(sample[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([key, value]) => have.get(key) === value)) total += Number(sample[3]);
-  }
-  return total;
-}
 
 /** `key` of the decision service's log line about `recipient` with `reason`. */
 function decisionLogged(proc: GreyfleetProcess, recipient: string, reason: string, key: string): Promise<string> {

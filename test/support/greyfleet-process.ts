@@ -102,3 +102,20 @@ export function runGreyfleet(
     child.once("close", (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+/** The sum of the samples of `name` whose labels include `labels`, scraped from HOST:PORT/metrics. */
+export async function scrapedMetric(
+  address: string,
+  name: string,
+  labels: Readonly<Record<string, string>> = {},
+): Promise<number> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split("\n")) {
+    const sample = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!sample || sample[1] !== name) continue;
+    const have = new Map([...(sample[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => have.get(key) === value)) total += Number(sample[3]);
+  }
+  return total;
+}

@@ -92,6 +92,17 @@ export function assertXGreylistThenContinue(packets: readonly Reply[]): void {
 }
 
 /** One milter connection from the MTA side. */
+/** An SMTP client at an IPv4 address, as a milter CONNECT names it. */
+export const ipv4 = (address: string): SmtpClient => ({ hostname: `[${address}]`, family: "4", port: 54321, address });
+
+/** Negotiated, CONNECT and HELO sent (neither answered: NR_CONN, NR_HELO). */
+export async function smtpSession(address: string, client: SmtpClient): Promise<MilterClient> {
+  const milter = await MilterClient.negotiated(address);
+  assert.equal(await milter.connectEvent(client), undefined);
+  assert.equal(await milter.helo("client.example.net"), undefined);
+  return milter;
+}
+
 export class MilterClient {
   private pending = Buffer.alloc(0);
   private pendingFirstRead = 0;

@@ -93,6 +93,12 @@ describe("loadConfig", () => {
       problems(loadConfig("serve", { argv: ["--config", "c.yaml"], env: {}, readFile: () => "ipv4-prefix: 40" })),
       /ipv4-prefix in c.yaml: 40 is outside 8\.\.32/,
     );
+    assert.match(
+      problems(loadConfig("policy", { argv: ["--decision", "10.0.0.1:50051,10.0.0.2"], env: {} })),
+      /--decision: "10\.0\.0\.2" is not HOST:PORT \(or use dns:NAME:PORT\)/,
+    );
+    const fleet = "10.0.0.1:50051,[fd00::2]:50051";
+    assert.equal(ok(loadConfig("milter", { argv: ["--decision", fleet], env: {} })).decisionAddress, fleet);
   });
 
   it("reports every problem at once", () => {

@@ -1,0 +1,153 @@
+/**
+ * A Decider over several decision replicas: `--decision` names them as a list
+ * ("10.0.0.1:50051,10.0.0.2:50051") or as every address of a DNS name ("dns:greyfleet:50051",
+ * re-resolved every few seconds: a headless Kubernetes Service). Checks go round robin to the
+ * replicas in service; a replica whose stream fails (or that misses a deadline) is ejected for a
+ * while, doubling up to a limit, so a dead replica costs one failed check per ejection, not one
+ * per recipient. A failed check is never retried elsewhere: it may have been recorded.
+ *
+ * grpc-js's own round_robin balances calls, but a shim sends its checks on one long-lived
+ * CheckStream (one call), which that would pin to one replica; so each replica gets its own
+ * GrpcDecider (its own channel and stream) and the spreading happens here, per check.
+ */
+import { lookup } from "node:dns/promises";
+import type { CheckRequest, CheckResponse } from "../contract/gen/greyfleet/v1/greylist";
+import type { CheckOptions, Decider } from "./decider";
+import { GreyfleetError } from "./errors";
+import type { DecisionTargets } from "./settings";
+
+/** One replica and its ejection state. */
+interface Replica {
+  readonly address: string;
+  readonly decider: Decider & { close(): void };
+  /** Not picked before this time (epoch ms); 0 = in service. */
+  ejectedUntilMs: number;
+  /** The next ejection's length, ms. */
+  backoffMs: number;
+}
+
+/** Ejection lengths, ms: the first, and the most after doubling. */
+const EJECT_FIRST_MS = 1_000;
+const EJECT_MAX_MS = 30_000;
+
+/** A Decider spreading checks over decision replicas. */
+export class BalancedDecider implements Decider {
+  private replicas: Replica[] = [];
+  private next = 0;
+  private resolveTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  private readonly connect: (address: string) => Decider & { close(): void };
+  private readonly onChange: (addresses: readonly string[]) => void;
+  private readonly now: () => number;
+  private readonly lookup: (host: string) => Promise<readonly { address: string; family: number }[]>;
+
+  constructor(
+    private readonly targets: DecisionTargets,
+    options: {
+      /** Makes the Decider of one replica address. */
+      connect: (address: string) => Decider & { close(): void };
+      /** Told the replica addresses whenever they change. */
+      onChange?: (addresses: readonly string[]) => void;
+      now?: () => number;
+      /** Every address of a name; the system resolver unless a test gives its own. */
+      lookup?: (host: string) => Promise<readonly { address: string; family: number }[]>;
+    },
+  ) {
+    this.connect = options.connect;
+    this.onChange = options.onChange ?? (() => {});
+    this.now = options.now ?? Date.now;
+    this.lookup = options.lookup ?? ((host) => lookup(host, { all: true }));
+    if (targets.kind === "list") this.setAddresses(targets.addresses);
+  }
+
+  /** Resolves the DNS name now and then every `everyMs`; a list needs nothing. */
+  async start(everyMs: number): Promise<void> {
+    if (this.targets.kind !== "dns") return;
+    await this.refresh();
+    const loop = (): void => {
+      if (this.closed) return;
+      this.resolveTimer = setTimeout(() => void this.refresh().finally(loop), everyMs);
+      this.resolveTimer.unref();
+    };
+    loop();
+  }
+
+  /** The replica addresses in use. */
+  get addresses(): readonly string[] {
+    return this.replicas.map((replica) => replica.address);
+  }
+
+  check(request: CheckRequest, options: CheckOptions = {}): Promise<CheckResponse> {
+    const replica = this.pick();
+    if (!replica) return Promise.reject(new GreyfleetError("unavailable", "no decision replica is known"));
+    return replica.decider.check(request, options).then(
+      (response) => {
+        replica.backoffMs = EJECT_FIRST_MS;
+        return response;
+      },
+      (error: unknown) => {
+        const code = error instanceof GreyfleetError ? error.code : "internal";
+        if (code === "unavailable" || code === "deadline_exceeded") this.eject(replica);
+        throw error;
+      },
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.resolveTimer);
+    for (const replica of this.replicas) replica.decider.close();
+    this.replicas = [];
+  }
+
+  /** Round robin over the replicas in service; if every one is ejected, the one back soonest. */
+  private pick(): Replica | undefined {
+    const nowMs = this.now();
+    for (let tried = 0; tried < this.replicas.length; tried++) {
+      const replica = this.replicas[this.next++ % this.replicas.length] as Replica;
+      if (replica.ejectedUntilMs <= nowMs) return replica;
+    }
+    return this.replicas.reduce<Replica | undefined>(
+      (soonest, replica) =>
+        soonest === undefined || replica.ejectedUntilMs < soonest.ejectedUntilMs ? replica : soonest,
+      undefined,
+    );
+  }
+
+  private eject(replica: Replica): void {
+    const nowMs = this.now();
+    if (replica.ejectedUntilMs > nowMs) return; // already out: its other in-flight checks failing too
+    replica.ejectedUntilMs = nowMs + replica.backoffMs;
+    replica.backoffMs = Math.min(replica.backoffMs * 2, EJECT_MAX_MS);
+  }
+
+  /** Resolves the DNS name once (start does it every few seconds). */
+  async refresh(): Promise<void> {
+    if (this.targets.kind !== "dns") return;
+    const { host, port } = this.targets;
+    try {
+      const found = await this.lookup(host);
+      const addresses = found.map((a) => (a.family === 6 ? `[${a.address}]:${port}` : `${a.address}:${port}`));
+      if (addresses.length > 0) this.setAddresses(addresses);
+    } catch {
+      // The name does not resolve now: keep the replicas known so far (none at start: checks
+      // fail as unavailable and the shim's failure mode answers).
+    }
+  }
+
+  private setAddresses(addresses: readonly string[]): void {
+    const wanted = new Set(addresses);
+    const kept = this.replicas.filter((replica) => wanted.has(replica.address));
+    for (const replica of this.replicas) if (!wanted.has(replica.address)) replica.decider.close();
+    const known = new Set(kept.map((replica) => replica.address));
+    for (const address of wanted) {
+      if (!known.has(address)) {
+        kept.push({ address, decider: this.connect(address), ejectedUntilMs: 0, backoffMs: EJECT_FIRST_MS });
+      }
+    }
+    const changed = kept.length !== this.replicas.length || kept.some((r, i) => r !== this.replicas[i]);
+    this.replicas = kept;
+    if (changed) this.onChange(this.addresses);
+  }
+}
