@@ -91,7 +91,6 @@ export function assertXGreylistThenContinue(packets: readonly Reply[]): void {
   assert.equal(header?.firstRead, accept?.lastRead, "X-Greylist and CONTINUE arrive in one write");
 }
 
-/** One milter connection from the MTA side. */
 /** An SMTP client at an IPv4 address, as a milter CONNECT names it. */
 export const ipv4 = (address: string): SmtpClient => ({ hostname: `[${address}]`, family: "4", port: 54321, address });
 
@@ -103,6 +102,7 @@ export async function smtpSession(address: string, client: SmtpClient): Promise<
   return milter;
 }
 
+/** One milter connection from the MTA side. */
 export class MilterClient {
   private pending = Buffer.alloc(0);
   private pendingFirstRead = 0;
