@@ -34,6 +34,8 @@ export type MilterErrorCode =
   | "out_of_order"
   /** A command arrived while a decision for the previous one was still outstanding. */
   | "check_outstanding"
+  /** More commands sent ahead of a reply than the server queues (an MTA waits for each reply). */
+  | "too_many_queued"
   /** A decision the session did not ask for (a server bug, not the MTA's). */
   | "unexpected_decision"
   /** Input after the session closed. */

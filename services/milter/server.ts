@@ -9,7 +9,7 @@ import type { Socket } from "node:net";
 import { Action, type CheckResponse, ProtocolState } from "../contract/gen/greyfleet/v1/greylist";
 import type { Logger } from "../shared/logging";
 import type { ShimDecisions } from "../shared/shim-decision";
-import { type ConnectionHandler, listenShim, type ShimListener } from "../shared/shim-listener";
+import { type ConnectionHandler, listenShim, type ShimListener, writeReply } from "../shared/shim-listener";
 import type { ShimMetrics } from "../shared/shim-metrics";
 import { endShimSpan, type Span, startShimSpan } from "../shared/tracing";
 import { type MilterCommand, MilterDecoder, type MilterError } from "./codec";
@@ -57,6 +57,13 @@ export function toDecision(response: CheckResponse): Decision {
   };
 }
 
+/**
+ * Commands a connection may have waiting while a decision is outstanding. An MTA sends macros and
+ * no-reply events ahead (a handful), then waits for the reply; hundreds mean a peer that is not
+ * an MTA, and its connection is closed before it queues up work.
+ */
+export const MAX_QUEUED_COMMANDS = 256;
+
 /** One MTA connection. */
 class MilterConnection implements ConnectionHandler {
   private readonly decoder = new MilterDecoder();
@@ -82,6 +89,13 @@ class MilterConnection implements ConnectionHandler {
   private onData(chunk: Buffer): void {
     const { commands, error } = this.decoder.push(chunk);
     this.queued.push(...commands);
+    if (this.queued.length > MAX_QUEUED_COMMANDS) {
+      this.fail({
+        code: "too_many_queued",
+        message: `more than ${MAX_QUEUED_COMMANDS} commands sent ahead of a reply`,
+      });
+      return;
+    }
     this.drain();
     if (error) this.fail(error);
   }
@@ -167,7 +181,7 @@ class MilterConnection implements ConnectionHandler {
 
   private flush(): void {
     if (this.out.length === 0 || this.socket.destroyed) return;
-    this.socket.write(this.out.length === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out));
+    writeReply(this.socket, this.out.length === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out));
     this.out = [];
   }
 

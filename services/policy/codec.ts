@@ -57,7 +57,9 @@ export type PolicyErrorCode =
   | "binary_data"
   | "invalid_utf8"
   | "unsupported_request"
-  | "invalid_attribute";
+  | "invalid_attribute"
+  /** More requests sent ahead of their replies than MAX_PIPELINED_REQUESTS (Postfix waits for each). */
+  | "too_many_pipelined";
 
 /** A protocol error as a value; the message quotes at most PREVIEW_BYTES of the peer's bytes. */
 export class PolicyProtocolError {

@@ -9,7 +9,7 @@ import { Action, type CheckRequest, type CheckResponse, ProtocolState } from "..
 import { describeError } from "../shared/errors";
 import type { Logger } from "../shared/logging";
 import type { ShimDecisions } from "../shared/shim-decision";
-import { type ConnectionHandler, listenShim, type ShimListener } from "../shared/shim-listener";
+import { type ConnectionHandler, listenShim, type ShimListener, writeReply } from "../shared/shim-listener";
 import type { ShimMetrics } from "../shared/shim-metrics";
 import { endShimSpan, startShimSpan } from "../shared/tracing";
 import {
@@ -39,6 +39,12 @@ export interface PolicyServerOptions {
 }
 
 const DUNNO = encodeDunno();
+
+/**
+ * Requests a connection may have waiting for their replies. Postfix sends one and waits; a peer
+ * that sends more is not Postfix, and its connection is closed before it queues up work.
+ */
+export const MAX_PIPELINED_REQUESTS = 32;
 
 /** The stages greylisting decides; the rest are answered DUNNO without asking. */
 const STAGES: Readonly<Record<string, ProtocolState>> = {
@@ -82,6 +88,8 @@ export function toReply(response: CheckResponse, deferReply: "defer_if_permit" |
 class PolicyConnection implements ConnectionHandler {
   private readonly decoder = new PolicyDecoder();
   private tail: Promise<void> = Promise.resolve();
+  /** Requests decoded and not yet answered. */
+  private waiting = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -106,7 +114,16 @@ class PolicyConnection implements ConnectionHandler {
         this.protocolError(request);
         return;
       }
-      this.tail = this.tail.then(() => this.answer(request));
+      if (++this.waiting > MAX_PIPELINED_REQUESTS) {
+        this.protocolError(
+          new PolicyProtocolError(
+            "too_many_pipelined",
+            `more than ${MAX_PIPELINED_REQUESTS} requests awaiting replies`,
+          ),
+        );
+        return;
+      }
+      this.tail = this.tail.then(() => this.answer(request)).finally(() => this.waiting--);
     }
   }
 
@@ -135,7 +152,7 @@ class PolicyConnection implements ConnectionHandler {
   }
 
   private write(reply: Buffer): void {
-    if (!this.socket.destroyed) this.socket.write(reply);
+    writeReply(this.socket, reply);
   }
 
   private protocolError(error: PolicyProtocolError): void {

@@ -12,6 +12,19 @@ import type { ShimMetrics } from "./shim-metrics";
 const UNIX_SOCKET_MODE = 0o660;
 
 /** What a shim does with one accepted connection. */
+/**
+ * Writes replies to an MTA connection; while the MTA is not reading them (more than the socket's
+ * high-water mark is buffered) its requests are not read either, so a peer that only sends
+ * cannot grow the shim's memory.
+ */
+export function writeReply(socket: Socket, bytes: Buffer): void {
+  if (socket.destroyed) return;
+  if (!socket.write(bytes) && !socket.isPaused()) {
+    socket.pause();
+    socket.once("drain", () => socket.resume());
+  }
+}
+
 export interface ConnectionHandler {
   /** Resolves when the connection has no request in progress (for a graceful stop). */
   idle(): Promise<void>;

@@ -54,13 +54,14 @@ export class PolicyClient {
     socket.on("error", () => {});
   }
 
-  /** Connects to HOST:PORT. */
+  /** Connects to HOST:PORT or unix:/path. */
   static open(address: string): Promise<PolicyClient> {
     const colon = address.lastIndexOf(":");
     return new Promise((resolve, reject) => {
-      const socket = connect(Number(address.slice(colon + 1)), address.slice(0, colon), () =>
-        resolve(new PolicyClient(socket)),
-      );
+      const ready = () => resolve(new PolicyClient(socket));
+      const socket = address.startsWith("unix:")
+        ? connect({ path: address.slice("unix:".length) }, ready)
+        : connect(Number(address.slice(colon + 1)), address.slice(0, colon).replace(/^\[|\]$/g, ""), ready);
       socket.once("error", reject);
     });
   }
