@@ -1,5 +1,6 @@
 // `npm test`: installs the system packages the tests need (as root on Debian, if missing), then
-// lint, typecheck + build, and every test file under dist/test. Fails if no test file is found.
+// lint, typecheck + build, and every test file under dist/test (the soak last, alone). Fails if
+// no test file is found.
 // Arguments filter test files by path substring: `npm test -- unit conformance`.
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
@@ -76,5 +77,14 @@ if (files.length === 0) {
   );
   process.exit(1);
 }
+// The soak runs last and alone: it paces its own load and measures memory, and its load would
+// disturb the timings other tests assert.
+const soak = files.filter((file) => file.startsWith(join("dist", "test", "soak")));
+const rest = files.filter((file) => !soak.includes(file));
 console.log(`npm test: ${files.length} test files`);
-process.exit(run(process.execPath, ["--test", "--test-concurrency=2", "--test-reporter=spec", ...files]));
+const node = (group, concurrency) =>
+  group.length === 0
+    ? 0
+    : run(process.execPath, ["--test", `--test-concurrency=${concurrency}`, "--test-reporter=spec", ...group]);
+const status = node(rest, 2);
+process.exit(status !== 0 ? status : node(soak, 1));
