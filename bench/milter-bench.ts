@@ -2,10 +2,12 @@
  * The milter benchmark: Postfix's milter load (one connection per SMTP session, three
  * recipients per message, a few sessions at once) through the whole chain (load ->
  * `greyfleet milter` -> `greyfleet serve` -> Redis) and, in the same run with the same load,
- * against a bare stateless milter that answers by recipient name (the ceiling).
+ * against a bare stateless milter that answers by recipient name (the ceiling), and against
+ * `greyfleet all` on the same Redis (shim and engine in one process: what the gRPC hop costs).
  */
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
+import { startChain, startColocated, startRedis } from "./chain";
 import {
   cpuSeconds,
   median,
@@ -28,7 +30,6 @@ export interface MilterBenchOptions {
 
 const DELAY_SECONDS = 2;
 const WORKER = projectFile("dist/bench/milter-worker.js");
-const CLI = projectFile("dist/services/cli/main.js");
 
 interface Measured {
   readonly sessionsPerSecond: number;
@@ -104,46 +105,19 @@ export async function benchMilter(options: MilterBenchOptions): Promise<void> {
     const ceiling = await benchTarget("bare milter responder", `127.0.0.1:${responderPort}`, [responder], options);
     await responder.stop();
 
-    const redisPort = await freePort();
-    const redis = await startProcess(
-      "redis-server",
-      ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      /Ready to accept connections/,
-    );
-    started.push(redis);
-    const servicePort = await freePort();
-    const service = await startProcess(
-      process.execPath,
-      [CLI, "serve", "--store", `redis://127.0.0.1:${redisPort}`, "--listen", `127.0.0.1:${servicePort}`].concat([
-        "--metrics-listen",
-        "",
-        "--log-level",
-        "warn",
-        "--delay",
-        `${DELAY_SECONDS}s`,
-      ]),
-      undefined,
-    );
-    started.push(service);
-    await waitForPort(`127.0.0.1:${servicePort}`);
-    const milterPort = await freePort();
-    const milter = await startProcess(
-      process.execPath,
-      [CLI, "milter", "--decision", `127.0.0.1:${servicePort}`, "--listen", `127.0.0.1:${milterPort}`].concat([
-        "--metrics-listen",
-        "",
-        "--log-level",
-        "warn",
-      ]),
-      undefined,
-    );
-    started.push(milter);
-    const chain = await benchTarget(
-      "greyfleet (milter -> serve -> redis)",
-      `127.0.0.1:${milterPort}`,
-      [milter, service, redis],
+    const redis = await startRedis();
+    started.push(redis.server);
+    const fleet = await startChain("milter", redis, DELAY_SECONDS);
+    const chain = await benchTarget("greyfleet (milter -> serve -> redis)", fleet.target, fleet.processes, options);
+    await fleet.stop();
+    const oneProcess = await startColocated("milter", redis, DELAY_SECONDS);
+    const colocated = await benchTarget(
+      "greyfleet all (milter and engine in one process -> redis)",
+      oneProcess.target,
+      oneProcess.processes,
       options,
     );
+    await oneProcess.stop();
 
     process.stdout.write("\n");
     printTable(
@@ -152,6 +126,7 @@ export async function benchMilter(options: MilterBenchOptions): Promise<void> {
         [
           ["bare responder", ceiling],
           ["greyfleet", chain],
+          ["greyfleet all", colocated],
         ] as const
       ).map(([name, m]) => [
         name,

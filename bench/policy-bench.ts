@@ -2,8 +2,9 @@
  * The policy benchmark: Postfix's load pattern (a few persistent connections, one request in
  * flight on each) through the whole chain (load -> `greyfleet policy` -> `greyfleet serve` ->
  * Redis) and, in the same run with the same load, against postgrey (Debian package, started here
- * on a free port with its own database directory). Nothing is pinned: each side uses the machine
- * as it would in production.
+ * on a free port with its own database directory); then the same load against `greyfleet all` on
+ * the same Redis (shim and engine in one process), which shows what the gRPC hop costs. Nothing
+ * is pinned: each side uses the machine as it would in production.
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -11,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
+import { startChain, startColocated, startRedis } from "./chain";
 import {
   cpuSeconds,
   median,
@@ -33,7 +35,6 @@ export interface PolicyBenchOptions {
 
 const DELAY_SECONDS = 2;
 const WORKER = projectFile("dist/bench/policy-worker.js");
-const CLI = projectFile("dist/services/cli/main.js");
 
 interface Measured {
   readonly requestsPerSecond: number;
@@ -119,46 +120,19 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
     const baseline = await benchTarget("postgrey 1.37", `127.0.0.1:${postgreyPort}`, [postgrey], options);
     await postgrey.stop();
 
-    const redisPort = await freePort();
-    const redis = await startProcess(
-      "redis-server",
-      ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      /Ready to accept connections/,
-    );
-    started.push(redis);
-    const servicePort = await freePort();
-    const service = await startProcess(
-      process.execPath,
-      [CLI, "serve", "--store", `redis://127.0.0.1:${redisPort}`, "--listen", `127.0.0.1:${servicePort}`].concat([
-        "--metrics-listen",
-        "",
-        "--log-level",
-        "warn",
-        "--delay",
-        `${DELAY_SECONDS}s`,
-      ]),
-      undefined,
-    );
-    started.push(service);
-    await waitForPort(`127.0.0.1:${servicePort}`);
-    const policyPort = await freePort();
-    const policy = await startProcess(
-      process.execPath,
-      [CLI, "policy", "--decision", `127.0.0.1:${servicePort}`, "--listen", `127.0.0.1:${policyPort}`].concat([
-        "--metrics-listen",
-        "",
-        "--log-level",
-        "warn",
-      ]),
-      undefined,
-    );
-    started.push(policy);
-    const chain = await benchTarget(
-      "greyfleet (policy -> serve -> redis)",
-      `127.0.0.1:${policyPort}`,
-      [policy, service, redis],
+    const redis = await startRedis();
+    started.push(redis.server);
+    const fleet = await startChain("policy", redis, DELAY_SECONDS);
+    const chain = await benchTarget("greyfleet (policy -> serve -> redis)", fleet.target, fleet.processes, options);
+    await fleet.stop();
+    const oneProcess = await startColocated("policy", redis, DELAY_SECONDS);
+    const colocated = await benchTarget(
+      "greyfleet all (policy and engine in one process -> redis)",
+      oneProcess.target,
+      oneProcess.processes,
       options,
     );
+    await oneProcess.stop();
 
     process.stdout.write("\n");
     printTable(
@@ -166,6 +140,7 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
       [
         ["postgrey", baseline],
         ["greyfleet", chain],
+        ["greyfleet all", colocated],
       ].map(([name, m]) => {
         const measured = m as Measured;
         return [
