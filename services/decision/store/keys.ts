@@ -4,7 +4,7 @@
  * its client's auto-whitelist record and the network's greytrap block share one Redis Cluster
  * slot (one script touches them together).
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { OutboundPair, TripletQuery } from "./store";
 
 /** Version of the Redis key layout (in every key name); bump it when records change shape. */
@@ -18,7 +18,7 @@ const networkIds = new Map<string, string>();
 export function networkId(network: string): string {
   let id = networkIds.get(network);
   if (id === undefined) {
-    id = createHash("sha256").update(`net\0${network}`).digest("hex").slice(0, 16);
+    id = hash("sha256", `net\0${network}`, "hex").slice(0, 16);
     if (networkIds.size >= NETWORK_ID_CACHE_ENTRIES) networkIds.clear();
     networkIds.set(network, id);
   }
@@ -27,15 +27,12 @@ export function networkId(network: string): string {
 
 /** 32 hex characters (128 bits) naming a triplet. */
 export function tripletId(query: Pick<TripletQuery, "network" | "sender" | "recipient">): string {
-  return createHash("sha256")
-    .update(`triplet\0${query.network}\0${query.sender}\0${query.recipient}`)
-    .digest("hex")
-    .slice(0, 32);
+  return hash("sha256", `triplet\0${query.network}\0${query.sender}\0${query.recipient}`, "hex").slice(0, 32);
 }
 
 /** 32 hex characters naming an outbound pair: a reply from `external` to `local`. */
 export function outboundId(pair: OutboundPair): string {
-  return createHash("sha256").update(`outbound\0${pair.external}\0${pair.local}`).digest("hex").slice(0, 32);
+  return hash("sha256", `outbound\0${pair.external}\0${pair.local}`, "hex").slice(0, 32);
 }
 
 /** Redis key names under a deployment prefix. */
