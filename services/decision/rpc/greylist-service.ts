@@ -225,10 +225,19 @@ interface StreamState {
   batch: StreamedAnswer[];
 }
 
-/** Writes the waiting answers of a stream as one message. */
+/**
+ * Writes the waiting answers of a stream as one message. While the client does not take its
+ * answers (HTTP/2 flow control holds them back), its checks are not read either: a client that
+ * never reads cannot make the service decide, and hold answers, without bound.
+ */
 function flush(state: StreamState): void {
   if (state.batch.length === 0) return;
   const answers = state.batch;
   state.batch = [];
-  if (!state.call.cancelled && !state.ended) state.call.write({ answers });
+  const { call } = state;
+  if (call.cancelled || state.ended) return;
+  if (!call.write({ answers }) && !call.isPaused()) {
+    call.pause();
+    call.once("drain", () => call.resume());
+  }
 }

@@ -1,0 +1,117 @@
+/**
+ * A CheckStream client that does not read its answers: HTTP/2 flow control holds the answers
+ * back, and the service stops reading that stream's checks until they are taken, so a client
+ * cannot make it decide and hold answers without bound. Other clients are served meanwhile, and
+ * once the client reads again every check is answered. Driven by a raw node:http2 client with a
+ * tiny receive window, against a real `greyfleet serve`.
+ */
+import assert from "node:assert/strict";
+import { connect } from "node:http2";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { Action, CheckStreamRequest, CheckStreamResponse } from "../../services/contract/gen/greyfleet/v1/greylist";
+import { DECISIONS_TOTAL } from "../../services/shared/metric-names";
+import { rcpt } from "../support/engine";
+import { GreyfleetProcess, scrapedMetric } from "../support/greyfleet-process";
+import { TestClient } from "../support/grpc-clients";
+import { waitFor } from "../support/wait";
+
+const MESSAGES = 2_000;
+const CHECKS_PER_MESSAGE = 50;
+const CHECKS = MESSAGES * CHECKS_PER_MESSAGE;
+
+/** One length-prefixed gRPC message. */
+function grpcFrame(body: Uint8Array): Buffer {
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  return frame;
+}
+
+/** Distinct checks (each from its own /24, so every one is a new triplet). */
+function message(first: number): Buffer {
+  const checks = Array.from({ length: CHECKS_PER_MESSAGE }, (_, k) => {
+    const id = first + k;
+    return {
+      id,
+      timeoutMs: 0,
+      traceparent: "",
+      check: rcpt({ clientAddress: `10.${(id >> 16) & 255}.${(id >> 8) & 255}.1`, recipient: `r${id}@example.com` }),
+    };
+  });
+  return grpcFrame(CheckStreamRequest.encode({ checks }).finish());
+}
+
+describe("CheckStream backpressure", () => {
+  let serve: GreyfleetProcess;
+  before(async () => {
+    serve = await GreyfleetProcess.start([
+      "serve",
+      "--store",
+      "memory:",
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "127.0.0.1:0",
+    ]);
+  });
+  after(() => serve.stop());
+
+  it("stops reading a stream whose answers are not taken, serves others, and answers everything later", async () => {
+    const decided = () => scrapedMetric(serve.metricsAddress, DECISIONS_TOTAL);
+    // The client holds its unsent checks itself: room for all of them (MB).
+    const session = connect(`http://${serve.grpcAddress}`, {
+      settings: { initialWindowSize: 1024 },
+      maxSessionMemory: 100,
+    });
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/greyfleet.v1.GreylistService/CheckStream",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      stream.pause(); // the client takes no answers
+      for (let i = 0; i < MESSAGES; i++) stream.write(message(i * CHECKS_PER_MESSAGE));
+
+      // The service decides what fits in the buffers between it and the client, then stops.
+      const plateau = await waitFor(
+        "the service to stop deciding the stalled stream's checks",
+        async () => {
+          const before = await decided();
+          await delay(300); // two readings apart: the count has stopped moving
+          const now = await decided();
+          return now === before && now > 0 ? now : undefined;
+        },
+        20_000,
+      );
+      assert.ok(plateau < CHECKS, `decided ${plateau} of ${CHECKS} checks for a client that reads nothing`);
+
+      // Another client is answered meanwhile.
+      const other = new TestClient(serve.grpcAddress);
+      try {
+        assert.equal((await other.check(rcpt({ clientAddress: "192.0.2.99" }), 2_000)).action, Action.ACTION_DEFER);
+      } finally {
+        other.close();
+      }
+
+      // Reading again: every check gets its answer, none lost.
+      let answers = 0;
+      let buffered = Buffer.alloc(0);
+      stream.on("data", (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+          const length = buffered.readUInt32BE(1);
+          answers += CheckStreamResponse.decode(buffered.subarray(5, 5 + length)).answers.length;
+          buffered = buffered.subarray(5 + length);
+        }
+      });
+      stream.resume();
+      await waitFor(`${CHECKS} answers`, () => answers === CHECKS, 60_000);
+      assert.equal(await decided(), CHECKS + 1);
+      stream.close();
+    } finally {
+      session.close();
+    }
+  });
+});
