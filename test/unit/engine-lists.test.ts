@@ -165,6 +165,26 @@ describe("Engine with lists", () => {
     assert.equal(stranger.reason, Reason.REASON_NEW_TRIPLET);
   });
 
+  it("keeps numeric mailboxes apart: a reply is accepted only from the one written to", async () => {
+    const { engine } = await setup([]);
+    await engine.check(
+      rcpt({
+        clientAddress: "10.0.0.5",
+        sender: "alice@local.example",
+        recipient: "10001@qq.com",
+        saslUsername: "alice",
+      }),
+    );
+    const reply = await engine.check(
+      rcpt({ clientAddress: "198.51.100.20", sender: "10001@qq.com", recipient: "alice@local.example" }),
+    );
+    assert.equal(reply.reason, Reason.REASON_OUTBOUND_REPLY);
+    const other = await engine.check(
+      rcpt({ clientAddress: "192.0.2.66", sender: "88888888@qq.com", recipient: "alice@local.example" }),
+    );
+    assert.deepEqual([other.action, other.reason], [Action.ACTION_DEFER, Reason.REASON_NEW_TRIPLET]);
+  });
+
   it("treats clients in internal networks as outgoing mail, and learns from reported mail", async () => {
     const internal = new Lists([entry("client_whitelist", "10.0.0.0/8")]);
     const { engine } = await setup([], {

@@ -28,8 +28,13 @@ const BATV = /^(?:prvs|msprvs1)=[0-9a-z]+=|^btv1==[0-9a-z]+==/;
 /** SRS0=HASH=TT=domain=local and SRS1=HASH=forwarder==HASH=TT=domain=local. */
 const SRS0 = /^srs0[=+-][^=]+=[^=]+=(.+)$/;
 const SRS1 = /^srs1[=+-][^=]+=([^=]+)==[^=]+=[^=]+=(.+)$/;
-/** Tokens that change per message in VERP-style senders: whole digit runs and long hex runs. */
-const VARYING_TOKEN = /(?<![0-9a-z])(?:\d+|(?=[0-9a-f]*\d)[0-9a-f]{8,})(?![0-9a-z])/g;
+/**
+ * Tokens that change per message in VERP-style senders: whole digit runs and long hex runs after
+ * a separator. Not at the start of the local part, nor after "=" (an SRS-wrapped local part): a
+ * local part that is a number (123456789@qq.com) names a mailbox, and folding it would make every
+ * such sender of a domain one.
+ */
+const VARYING_TOKEN = /(?<=[^0-9a-z=])(?:\d+|(?=[0-9a-f]*\d)[0-9a-f]{8,})(?![0-9a-z])/g;
 
 function splitAddress(address: string): [local: string, domain: string] {
   const at = address.lastIndexOf("@");
