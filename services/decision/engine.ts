@@ -164,7 +164,9 @@ export class Engine implements Decider {
   /** A store write that does not change the answer: bounded, and logged if it fails. */
   private async sideEffect(what: string, callOptions: CheckOptions, write: () => Promise<void>): Promise<void> {
     try {
-      await withTimeout(write(), this.budget(callOptions));
+      const budget = this.budget(callOptions);
+      if (budget <= 0) throw new StoreTimeout("no time left before the caller's deadline");
+      await withTimeout(write(), budget);
     } catch (error) {
       this.options.metrics.storeErrors.inc({
         store: this.options.store.kind,
@@ -190,10 +192,11 @@ export class Engine implements Decider {
     // Started before the first await: the caller's span (service or shim) is still the active one.
     const span = startStoreSpan(this.options.store.kind);
     try {
-      const decision = await withTimeout(
-        this.options.store.decide(this.query(valid), this.options.policy),
-        this.budget(callOptions),
-      );
+      // No time left: the store is not asked at all (a write the caller cannot hear about, such
+      // as using up a single-use pass, would be lost to it).
+      const budget = this.budget(callOptions);
+      if (budget <= 0) throw new StoreTimeout("no time left before the caller's deadline");
+      const decision = await withTimeout(this.options.store.decide(this.query(valid), this.options.policy), budget);
       this.storeDecideDuration.observe(seconds(storeStarted));
       endStoreSpan(span, decision.outcome.kind);
       return this.answer(decision.outcome, decision.nowMs);
@@ -302,10 +305,6 @@ interface DecisionLabels {
 
 /** Rejects with StoreTimeout if `promise` does not settle within `ms`. */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  if (ms <= 0) {
-    promise.catch(() => {}); // the late answer is not needed
-    return Promise.reject(new StoreTimeout("no time left before the caller's deadline"));
-  }
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => reject(new StoreTimeout(`store did not answer within ${ms} ms`)), ms);
     promise.then(

@@ -163,4 +163,13 @@ describe("Engine failure mode", () => {
     const response = await engine.check(rcpt(), { deadlineMs: Date.now() - 1 });
     assert.equal(response.reason, Reason.REASON_STORE_UNAVAILABLE);
   });
+
+  it("does not touch the store for a caller whose deadline has passed", async () => {
+    const clock = new TestClock();
+    const { engine } = testEngine(new MemoryStore(clock.now), { now: clock.now });
+    const late = await engine.check(rcpt(), { deadlineMs: clock.now() - 1 });
+    assert.equal(late.reason, Reason.REASON_STORE_UNAVAILABLE);
+    // Nothing was recorded: the triplet is still new.
+    assert.equal((await engine.check(rcpt())).reason, Reason.REASON_NEW_TRIPLET);
+  });
 });
