@@ -1,5 +1,10 @@
-/** Validation of a CheckRequest from any peer: bounded lengths, no control characters, a real IP. */
+/**
+ * Validation of a CheckRequest from any peer: bounded lengths (services/shared/check-fields.ts),
+ * no control characters, a real IP.
+ */
+
 import { type CheckRequest, ProtocolState } from "../contract/gen/greyfleet/v1/greylist";
+import { CONTROL_CHARACTER, FIELD_LIMITS_BYTES } from "../shared/check-fields";
 import { type IpAddress, parseIp } from "./domain/ip";
 
 /** A request that passed validation, with its client address parsed. */
@@ -16,23 +21,7 @@ export interface InvalidField {
   readonly message: string;
 }
 
-/** Longest accepted value of each string field, in UTF-8 bytes. */
-export const FIELD_LIMITS_BYTES = {
-  client_address: 64,
-  client_name: 255,
-  helo_name: 255,
-  sender: 320,
-  recipient: 320,
-  sasl_username: 255,
-  queue_id: 64,
-  instance: 64,
-  mta_id: 64,
-} as const satisfies Partial<Record<keyof CheckRequest | string, number>>;
-
 type LimitedField = keyof typeof FIELD_LIMITS_BYTES;
-
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
-const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** Each limited field with its limit and accessor, built once: validation runs on every call. */
 const CHECKED_FIELDS: readonly [LimitedField, number, (request: CheckRequest) => string][] = [
@@ -55,7 +44,7 @@ export function validateCheck(request: CheckRequest): ValidCheck | InvalidField 
     if (value.length * 3 > limit && Buffer.byteLength(value, "utf8") > limit) {
       return { field, message: `${field} is longer than ${limit} bytes` };
     }
-    if (CONTROL.test(value)) return { field, message: `${field} contains a control character` };
+    if (CONTROL_CHARACTER.test(value)) return { field, message: `${field} contains a control character` };
   }
   if (request.clientAddress === "") return { field: "client_address", message: "client_address is required" };
   const client = parseIp(request.clientAddress);

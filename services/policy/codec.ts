@@ -55,7 +55,6 @@ export type PolicyErrorCode =
   | "request_too_large"
   | "malformed_line"
   | "binary_data"
-  | "invalid_utf8"
   | "unsupported_request"
   | "invalid_attribute"
   /** More requests sent ahead of their replies than MAX_PIPELINED_REQUESTS (Postfix waits for each). */
@@ -84,9 +83,7 @@ export type DecodeResult = DecodedRequest | PolicyProtocolError;
 const PREVIEW_BYTES = 40;
 const LF = 0x0a;
 const CR = 0x0d;
-const TAB = 0x09;
 const NAME = /^[a-z0-9_]+$/i;
-// ignoreBOM keeps a leading U+FEFF, so a BOM is refused as part of a name instead of vanishing.
 
 /** Printable rendering of the first PREVIEW_BYTES of peer input, for error messages. */
 function preview(bytes: Uint8Array): string {
@@ -187,15 +184,13 @@ export class PolicyDecoder {
     if (this.attributeLines > this.limits.maxAttributes) {
       return new PolicyProtocolError("too_many_attributes", `more than ${this.limits.maxAttributes} attributes`);
     }
-    // A plain loop and a native UTF-8 check: this runs for every line of every request.
-    for (let i = 0; i < line.length; i++) {
-      const byte = line[i] as number;
-      if ((byte < 0x20 && byte !== TAB) || byte === 0x7f) {
-        return new PolicyProtocolError("binary_data", `control byte at offset ${i} in line ${preview(line)}`);
-      }
-    }
-    if (!isUtf8(line)) return new PolicyProtocolError("invalid_utf8", `line is not UTF-8: ${preview(line)}`);
-    const text = Buffer.from(line.buffer, line.byteOffset, line.length).toString("utf8");
+    // Postfix passes on what the SMTP client sent: 8-bit text that is not UTF-8 (read as
+    // Latin-1, so that a retry reads the same), control characters (the shim makes them "?").
+    // Only a NUL byte, which no Postfix string holds, is not the protocol.
+    const nul = line.indexOf(0);
+    if (nul !== -1) return new PolicyProtocolError("binary_data", `NUL byte at offset ${nul} in line ${preview(line)}`);
+    const bytes = Buffer.from(line.buffer, line.byteOffset, line.length);
+    const text = bytes.toString(isUtf8(line) ? "utf8" : "latin1");
     // Values may contain "=": split at the first one (attr_scan_plain.c).
     const eq = text.indexOf("=");
     const name = eq === -1 ? "" : text.slice(0, eq);

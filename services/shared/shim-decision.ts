@@ -1,5 +1,6 @@
 /**
- * What a shim does around one Check: ask with a deadline, and when no answer comes (deadline,
+ * What a shim does around one Check: make the MTA's values fit the contract's bounds (a 300-byte
+ * HELO Postfix took is greylisted, not refused), ask with a deadline, and when no answer comes (deadline,
  * service down, an error) apply the shim's failure mode instead, counted and logged at most once
  * per interval. Outgoing mail (an authenticated client) and the null sender at RCPT are never
  * deferred by the failure mode. The shim's span (tracing on) is active during the call, so the
@@ -12,6 +13,7 @@ import {
   ProtocolState,
   Reason,
 } from "../contract/gen/greyfleet/v1/greylist";
+import { fitForCheck } from "./check-fields";
 import type { Decider } from "./decider";
 import { describeError, GreyfleetError } from "./errors";
 import { type Logger, RateLimitedLog } from "./logging";
@@ -66,7 +68,8 @@ export class ShimDecisions {
     const started = performance.now();
     try {
       const deadlineMs = Date.now() + this.options.timeoutMs;
-      const response = await inSpan(span, () => this.decider.check(request, { deadlineMs }));
+      const fitted = fitForCheck(request);
+      const response = await inSpan(span, () => this.decider.check(fitted, { deadlineMs }));
       this.options.metrics.decisionCall((performance.now() - started) / 1000);
       noteShimDecision(span, response.reason);
       return response;

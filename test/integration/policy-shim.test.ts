@@ -102,6 +102,28 @@ describe("policy shim", () => {
     client.close();
   });
 
+  it("greylists what Postfix accepted but the contract bounds: a long HELO, control and 8-bit bytes", async () => {
+    const client = await PolicyClient.open(address(policy));
+    const odd: Record<string, string>[] = [
+      { helo_name: "h".repeat(300), recipient: "long-helo@example.com" },
+      { sender: "a\u0001b@example.org", recipient: "control@example.com" },
+      { sender: `${"s".repeat(330)}@example.org`, recipient: "long-sender@example.com" },
+    ];
+    for (const request of odd) {
+      assert.equal(await client.ask(request), DEFER, JSON.stringify(request).slice(0, 60));
+      assert.equal(await client.ask(request), DEFER, "its retry is the same triplet, too early");
+    }
+    // Latin-1 from a client Postfix let send 8-bit text: read as Latin-1, greylisted.
+    const latin1 = Buffer.from(
+      policyRequest({ sender: "j\u00f6rg@example.org", recipient: "latin1@example.com" }),
+      "latin1",
+    );
+    const reply = client.next();
+    client.write(latin1);
+    assert.equal(await reply, DEFER);
+    client.close();
+  });
+
   it("answers with the explicit SMTP code when asked to", async () => {
     const client = await PolicyClient.open(address(smtpReplies));
     assert.equal(
