@@ -76,7 +76,7 @@ export class GrpcDecider implements Decider {
     const timeoutMs = Math.max(0, Math.floor((options.deadlineMs ?? Date.now() + this.defaultTimeoutMs) - Date.now()));
     if (timeoutMs === 0) return Promise.reject(new GreyfleetError("deadline_exceeded", "deadline already passed"));
     const id = this.nextId++;
-    const stream = this.openStream();
+    this.openStream();
     const span = startClientSpan();
     return new Promise<CheckResponse>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -87,7 +87,7 @@ export class GrpcDecider implements Decider {
       this.pending.set(id, { resolve, reject, timer, span });
       // Checks asked in one turn of the event loop go out in one message.
       const traceparent = traceparentOf(span);
-      if (this.batch.push({ id, check: request, timeoutMs, traceparent }) === 1) setImmediate(() => this.flush(stream));
+      if (this.batch.push({ id, check: request, timeoutMs, traceparent }) === 1) setImmediate(() => this.flush());
     });
   }
 
@@ -119,11 +119,16 @@ export class GrpcDecider implements Decider {
     return stream;
   }
 
-  /** Sends the waiting checks, at most MAX_CHECKS_PER_MESSAGE to a message. */
-  private flush(stream: ClientDuplexStream<CheckStreamRequest, CheckStreamResponse>): void {
-    const checks = this.batch;
+  /**
+   * Sends the waiting checks on the current stream, at most MAX_CHECKS_PER_MESSAGE to a message.
+   * Checks that failed meanwhile (their stream broke, or their deadline passed) are not sent;
+   * those asked after a break go out on the new stream.
+   */
+  private flush(): void {
+    const checks = this.batch.filter((waiting) => this.pending.has(Number(waiting.id)));
     this.batch = [];
-    if (this.stream !== stream) return; // that stream broke: its checks have failed already
+    if (checks.length === 0 || this.closed) return;
+    const stream = this.openStream();
     for (let start = 0; start < checks.length; start += MAX_CHECKS_PER_MESSAGE) {
       stream.write({ checks: checks.slice(start, start + MAX_CHECKS_PER_MESSAGE) });
     }

@@ -1,6 +1,7 @@
 /** The shims' streaming gRPC client against a real decision service process. */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import type { ClientDuplexStream } from "@grpc/grpc-js";
 import { Action, Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
 import { GrpcDecider } from "../../services/shared/decision-client";
 import { GreyfleetError } from "../../services/shared/errors";
@@ -56,6 +57,25 @@ describe("GrpcDecider", () => {
   it("fails an invalid check alone; the stream goes on", async () => {
     await assert.rejects(decider.check(rcpt({ clientAddress: "nope" })), rejectsWith("invalid_argument"));
     assert.equal((await decider.check(rcpt({ recipient: "after-invalid@example.com" }))).action, Action.ACTION_DEFER);
+  });
+
+  it("sends a check asked just after its stream broke on the new stream, not with the old one's batch", async () => {
+    const own = new GrpcDecider(`127.0.0.1:${port}`, 1_000);
+    try {
+      const first = own.check(rcpt({ recipient: "before-break@example.com" }));
+      // The stream the first check waits to go out on breaks before it is sent (cancelled here:
+      // a reset from the network cannot be timed this exactly); a check asked at that moment
+      // opens a new stream.
+      const broken = (own as unknown as { stream: ClientDuplexStream<unknown, unknown> }).stream;
+      const second = new Promise<unknown>((resolve, reject) => {
+        broken.once("error", () => own.check(rcpt({ recipient: "after-break@example.com" })).then(resolve, reject));
+      });
+      broken.cancel();
+      await assert.rejects(first, rejectsWith("unavailable"));
+      assert.equal(((await second) as { reason: Reason }).reason, Reason.REASON_NEW_TRIPLET);
+    } finally {
+      own.close();
+    }
   });
 
   it("gives up at the deadline when the service stops answering, and works again when it resumes", async () => {
