@@ -100,15 +100,6 @@ export function resolve(
   return exempt && decision.action === "defer" ? { ...decision, action: "accept" } : decision;
 }
 
-const SEVERITY: Record<DecisionAction, number> = { accept: 0, defer: 1, reject: 2 };
-
-/** The more severe of two decisions (reject over defer over accept; the earlier on a tie), or undefined for accepts. */
-export function worse(current: Decision | undefined, next: Decision): Decision | undefined {
-  if (next.action === "accept") return current;
-  if (current === undefined || SEVERITY[next.action] > SEVERITY[current.action]) return next;
-  return current;
-}
-
 /**
  * REPLYCODE bytes for a defer or reject. Like libmilter, a code of the wrong class (a defer with
  * 5xx) or an unencodable text falls back to the MTA's default tempfail / reject reply.

@@ -17,7 +17,6 @@ import {
   replyFor,
   resolve,
   stripIpv6Label,
-  worse,
   xGreylistReply,
 } from "./session-support";
 
@@ -66,8 +65,6 @@ export type PendingCheck =
       readonly step: "data" | "eom";
       readonly recipient: string;
       readonly remaining: Recipients;
-      /** The most severe non-accept decision so far (reject over defer), if any. */
-      readonly worst: Decision | undefined;
     };
 
 /** Every phase of a connection, each with exactly the facts known in it. */
@@ -261,12 +258,13 @@ function onDecision(state: AwaitingState, decision: Decision): Transition {
     const accepted = [...message.accepted, pending.recipient];
     return { state: { ...base, message: { ...message, accepted, xGreylist } }, effects: [reply(encodeContinue())] };
   }
-  const worst = worse(pending.worst, outcome);
   const next: MessageState = { ...base, message: { ...message, xGreylist } };
+  // One defer or reject fails the whole message of the null sender, so the recipients after it
+  // are not asked: asking would use up their single-use passes for a message that is not
+  // delivered, and a bounce to several recipients could then be deferred on every retry.
+  if (outcome.action !== "accept") return { state: endMessage(next), effects: [reply(replyFor(outcome))] };
   const [recipient, ...remaining] = pending.remaining;
-  if (recipient !== undefined) return startCheck(next, { step: pending.step, recipient, remaining, worst });
-  // All recipients of the null sender are decided: one defer or reject fails the whole message.
-  if (worst) return { state: endMessage(next), effects: [reply(replyFor(worst))] };
+  if (recipient !== undefined) return startCheck(next, { step: pending.step, recipient, remaining });
   if (pending.step === "eom") return endOfMessage(next);
   return { state: next, effects: [reply(encodeContinue())] };
 }
@@ -275,7 +273,7 @@ function onDecision(state: AwaitingState, decision: Decision): Transition {
 function startNullSenderChecks(state: MessageState, step: "data" | "eom"): Transition {
   const [recipient, ...remaining] = [...new Set(state.message.accepted)];
   const checked: MessageState = { ...state, message: { ...state.message, dataChecked: true } };
-  if (recipient !== undefined) return startCheck(checked, { step, recipient, remaining, worst: undefined });
+  if (recipient !== undefined) return startCheck(checked, { step, recipient, remaining });
   return step === "eom" ? endOfMessage(checked) : { state: checked, effects: [reply(encodeContinue())] };
 }
 

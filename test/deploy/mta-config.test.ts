@@ -89,12 +89,12 @@ function m4Calls(mc: string): string[] {
 }
 
 describe("deploy/postfix/main.cf.snippet", () => {
-  it("sets policy delegation at RCPT and DATA on the unix socket, with default_action=DUNNO", () => {
+  it("sets policy delegation at RCPT and at DATA after reject_multi_recipient_bounce, on the unix socket, with default_action=DUNNO", () => {
     const params = postconf(ACTIVE);
     const service = "check_policy_service { unix:greyfleet/policy.sock, timeout=10s, default_action=DUNNO }";
     assert.deepEqual(params, {
       smtpd_recipient_restrictions: `permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, ${service}`,
-      smtpd_data_restrictions: service,
+      smtpd_data_restrictions: `reject_multi_recipient_bounce, ${service}`,
     });
   });
 

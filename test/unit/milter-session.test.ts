@@ -343,11 +343,20 @@ describe("milter session: greylisting behaviour", () => {
     assert.equal(run.checks.filter((c) => c.stage === "data").length, 2);
   });
 
-  it("lets a reject beat a defer at DATA and reports it with its own code", () => {
-    const run = drive(cmds(...OPEN, mail(""), rcpt("a@x.test"), rcpt("b@x.test"), DATA), (r) =>
+  it("at DATA stops at the first recipient not accepted, and answers with its code", () => {
+    const deferred = drive(cmds(...OPEN, mail(""), rcpt("a@x.test"), rcpt("b@x.test"), DATA), (r) =>
       r.stage === "rcpt" ? accept() : r.recipient === "a@x.test" ? defer() : reject(),
     );
-    assert.equal(run.replies.at(-1), "replycode 554 5.7.1 Blocked\0");
+    assert.equal(deferred.replies.at(-1), Y451);
+    // b is not asked: asking would use up its single-use pass for a message not delivered.
+    assert.deepEqual(
+      deferred.checks.filter((c) => c.stage === "data").map((c) => c.recipient),
+      ["a@x.test"],
+    );
+    const rejected = drive(cmds(...OPEN, mail(""), rcpt("a@x.test"), rcpt("b@x.test"), DATA), (r) =>
+      r.stage === "rcpt" || r.recipient === "a@x.test" ? accept() : reject(),
+    );
+    assert.equal(rejected.replies.at(-1), "replycode 554 5.7.1 Blocked\0");
   });
 
   it("decides the null sender at end of message when the MTA has no DATA step (version 3)", () => {
