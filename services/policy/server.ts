@@ -6,7 +6,6 @@
  */
 import type { Socket } from "node:net";
 import { Action, type CheckRequest, type CheckResponse, ProtocolState } from "../contract/gen/greyfleet/v1/greylist";
-import { describeError } from "../shared/errors";
 import type { Logger } from "../shared/logging";
 import type { ShimDecisions } from "../shared/shim-decision";
 import { type ConnectionHandler, listenShim, type ShimListener, writeReply } from "../shared/shim-listener";
@@ -68,19 +67,38 @@ export function toCheckRequest(request: PolicyRequest, stage: ProtocolState, mta
   };
 }
 
-/** The policy reply for a decision; the action word goes into the metrics. */
+/**
+ * The policy reply for a decision; the action word goes into the metrics. A text Postfix cannot
+ * take (a line break, too long) is left out rather than the verdict: a defer stays a defer and a
+ * reject a reject. The SMTP form is used only with a 4xx code, so a defer is never sent as a
+ * permanent reply.
+ */
 export function toReply(response: CheckResponse, deferReply: "defer_if_permit" | "smtp"): [Buffer, string] {
   switch (response.action) {
     case Action.ACTION_DEFER:
-      return deferReply === "smtp"
-        ? [encodeSmtpReply(response.smtpCode, response.enhancedStatusCode, response.smtpText), "defer"]
-        : [encodeDeferIfPermit(response.smtpText), "defer"];
+      if (deferReply === "smtp" && response.smtpCode >= 400 && response.smtpCode < 500) {
+        const smtp = encodedOrUndefined(() =>
+          encodeSmtpReply(response.smtpCode, response.enhancedStatusCode, response.smtpText),
+        );
+        if (smtp) return [smtp, "defer"];
+      }
+      return [encodedOrUndefined(() => encodeDeferIfPermit(response.smtpText)) ?? encodeDeferIfPermit(""), "defer"];
     case Action.ACTION_REJECT:
-      return [encodeReject(response.smtpText), "reject"];
+      return [encodedOrUndefined(() => encodeReject(response.smtpText)) ?? encodeReject(""), "reject"];
     default:
       return response.xGreylistHeader
-        ? [encodePrepend("X-Greylist", response.xGreylistHeader), "prepend"]
+        ? [encodedOrUndefined(() => encodePrepend("X-Greylist", response.xGreylistHeader)) ?? DUNNO, "prepend"]
         : [DUNNO, "dunno"];
+  }
+}
+
+/** The reply `encode` makes, or undefined if it cannot (RangeError: text Postfix cannot take). */
+function encodedOrUndefined(encode: () => Buffer): Buffer | undefined {
+  try {
+    return encode();
+  } catch (error) {
+    if (error instanceof RangeError) return undefined;
+    throw error;
   }
 }
 
@@ -90,6 +108,8 @@ class PolicyConnection implements ConnectionHandler {
   private tail: Promise<void> = Promise.resolve();
   /** Requests decoded and not yet answered. */
   private waiting = 0;
+  /** The message (Postfix's instance attribute) that last got an X-Greylist header. */
+  private prependedInstance = "";
 
   constructor(
     private readonly socket: Socket,
@@ -131,20 +151,18 @@ class PolicyConnection implements ConnectionHandler {
     const stageName = request.protocol_state.toUpperCase();
     const stage = STAGES[stageName];
     if (stage === undefined) {
-      this.options.metrics.answered(stageName.toLowerCase() || "unknown", "dunno");
+      // Any other state is not greylisted; the label is bounded whatever the peer sent.
+      this.options.metrics.answered("other", "dunno");
       this.write(DUNNO);
       return;
     }
     const span = startShimSpan("policy", stage === ProtocolState.PROTOCOL_STATE_DATA ? "data" : "rcpt");
     const response = await this.options.decisions.decide(toCheckRequest(request, stage, this.options.mtaId), span);
-    let reply: Buffer;
-    let action: string;
-    try {
-      [reply, action] = toReply(response, this.options.deferReply);
-    } catch (error) {
-      // A reply text Postfix cannot take (CR, LF, too long) from the decision service.
-      this.options.log.error("unencodable decision: answering DUNNO", { error: describeError(error) });
-      [reply, action] = [DUNNO, "dunno"];
+    let [reply, action] = toReply(response, this.options.deferReply);
+    if (action === "prepend") {
+      // One X-Greylist header per message: Postfix asks once per recipient of the same instance.
+      if (request.instance !== "" && request.instance === this.prependedInstance) [reply, action] = [DUNNO, "dunno"];
+      else this.prependedInstance = request.instance;
     }
     this.options.metrics.answered(stageName.toLowerCase(), action);
     endShimSpan(span, action);

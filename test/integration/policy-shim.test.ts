@@ -63,16 +63,20 @@ describe("policy shim", () => {
     await redis?.stop();
   });
 
-  it("defers a new triplet, then passes a retry after the delay with an X-Greylist PREPEND", async () => {
+  it("defers a new triplet, then passes a retry after the delay with one X-Greylist PREPEND per message", async () => {
     const client = await PolicyClient.open(address(policy));
     const request = { client_address: "198.51.100.7", recipient: "prepend@example.com" };
+    const second = { ...request, recipient: "prepend-too@example.com" };
     assert.equal(await client.ask(request), DEFER);
+    assert.equal(await client.ask(second), DEFER);
     // The one real wait of this file: the store's clock decides when the delay is over.
     await delay(1_050);
     assert.match(
       await client.ask(request),
       /^action=PREPEND X-Greylist: delayed 1 seconds by greyfleet-[\d.]+ at \S+; \w{3}, /,
     );
+    // The other recipient of the same message (same instance) passed too: no second header.
+    assert.equal(await client.ask(second), "action=DUNNO");
     assert.equal(await client.ask({ ...request, client_address: "198.51.100.99" }), "action=DUNNO");
     client.close();
   });

@@ -120,6 +120,12 @@ describe("policy shim under hostile input", () => {
     }
     const decided = await metricValue(shim.registry, SHIM_REQUESTS_TOTAL, { stage: "rcpt", action: "defer" });
     assert.ok((decided ?? 0) > 100, `and decisions: ${decided} deferred at RCPT`);
+    // Whatever protocol_state a peer sends, the stage label stays one of a few.
+    const states = Array.from({ length: 20 }, (_, i) => policyRequest({ protocol_state: `STATE${i}` })).join("");
+    assert.equal((await exchange(shim.path, [Buffer.from(states)])).toString(), "action=DUNNO\n\n".repeat(20));
+    const stages = (await shim.registry.getSingleMetric(SHIM_REQUESTS_TOTAL)?.get())?.values.map((v) => v.labels.stage);
+    assert.ok(stages?.includes("other"));
+    for (const stage of new Set(stages)) assert.ok(["rcpt", "data", "other"].includes(stage as string), String(stage));
   });
 
   it(`answers ${MAX_PIPELINED_REQUESTS} requests sent at once; closes a connection that sends many more`, async () => {
