@@ -64,6 +64,9 @@ export function toDecision(response: CheckResponse): Decision {
  */
 export const MAX_QUEUED_COMMANDS = 256;
 
+/** How long a connection may be quiet between DATA and the end of the message (or ABORT), ms. */
+export const MESSAGE_TIMEOUT_MS = 60 * 60 * 1000;
+
 /** One MTA connection. */
 class MilterConnection implements ConnectionHandler {
   private readonly decoder = new MilterDecoder();
@@ -123,6 +126,7 @@ class MilterConnection implements ConnectionHandler {
   private apply(input: SessionInput): void {
     const { state, effects } = transition(this.state, input);
     this.state = state;
+    if (input.kind === "command") this.timeIdle(input.command.kind);
     for (const effect of effects) {
       switch (effect.kind) {
         case "reply":
@@ -145,6 +149,16 @@ class MilterConnection implements ConnectionHandler {
           return;
       }
     }
+  }
+
+  /**
+   * Between DATA and the end of the message the MTA sends nothing while its client uploads the
+   * message (headers and body are not asked for), so the idle timeout would cut a slow upload,
+   * and the retry would be as slow: that stretch gets MESSAGE_TIMEOUT_MS instead.
+   */
+  private timeIdle(command: MilterCommand["kind"]): void {
+    if (command === "data") this.socket.setTimeout(Math.max(MESSAGE_TIMEOUT_MS, this.options.idleTimeoutMs));
+    else if (command === "bodyeob" || command === "abort") this.socket.setTimeout(this.options.idleTimeoutMs);
   }
 
   /** The decision for one recipient; a local client is accepted without asking. */

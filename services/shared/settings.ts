@@ -524,7 +524,7 @@ export const SETTINGS = {
     flag: "milter-idle-timeout",
     default: "10m",
     commands: ["milter", "all"],
-    doc: "A milter connection that sends nothing for this long is closed.",
+    doc: "A milter connection that sends nothing for this long is closed (between DATA and the end of the message, while the client uploads it, 1 h).",
     parse: millis(1_000, 86_400_000),
   }),
   shutdownGraceMs: setting({

@@ -29,7 +29,7 @@ export interface ShimUnderTest {
   stop(): Promise<void>;
 }
 
-export async function startShimUnderTest(kind: "policy" | "milter"): Promise<ShimUnderTest> {
+export async function startShimUnderTest(kind: "policy" | "milter", idleTimeoutMs = 5_000): Promise<ShimUnderTest> {
   const dir = mkdtempSync(join(tmpdir(), `greyfleet-${kind}-`));
   const path = join(dir, `${kind}.sock`);
   const registry = createRegistry("test");
@@ -45,7 +45,7 @@ export async function startShimUnderTest(kind: "policy" | "milter"): Promise<Shi
     metrics,
     log,
   });
-  const common = { listen: `unix:${path}`, decisions, mtaId: "mx-test", idleTimeoutMs: 5_000, metrics, log };
+  const common = { listen: `unix:${path}`, decisions, mtaId: "mx-test", idleTimeoutMs, metrics, log };
   const listener =
     kind === "policy"
       ? await startPolicyServer({ ...common, deferReply: "defer_if_permit" })
