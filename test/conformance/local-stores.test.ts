@@ -96,3 +96,43 @@ describe("sqlite store specifics", () => {
 
   it("cleans up", () => rmSync(dir, { recursive: true, force: true }));
 });
+
+describe("exact bounds: the local stores expire a record when verdict() does, to the millisecond", () => {
+  const q = {
+    network: "198.51.100.0/24",
+    sender: "a@example.org",
+    recipient: "b@example.com",
+    singleUse: false,
+    outbound: false,
+  };
+  const kinds: [
+    name: string,
+    open: (now: () => number) => { decide: MemoryStore["decide"]; close(): Promise<void> },
+  ][] = [
+    ["memory", (now) => new MemoryStore(now)],
+    ["sqlite", (now) => new SqliteStore(join(dir, `bounds-${Date.now()}-${Math.random()}.sqlite`), now)],
+  ];
+  for (const [name, open] of kinds) {
+    it(`${name}: the retry window and max-age end exactly at their length`, async () => {
+      const kind = async (store: { decide: MemoryStore["decide"] }, recipient = q.recipient) =>
+        (await store.decide({ ...q, recipient }, DEFAULT_POLICY)).outcome.kind;
+      const clock = new TestClock();
+      const store = open(clock.now);
+      try {
+        await kind(store, "window-end@example.com");
+        await kind(store, "window-last@example.com");
+        clock.advance(DEFAULT_POLICY.retryWindowMs - 1);
+        assert.equal(await kind(store, "window-last@example.com"), "passed_after_retry");
+        clock.advance(1);
+        assert.equal(await kind(store, "window-end@example.com"), "new_triplet");
+        // window-last passed at T+window-1; unused for exactly max-age it is forgotten.
+        clock.advance(DEFAULT_POLICY.maxAgeMs - 2);
+        assert.equal(await kind(store, "window-last@example.com"), "known_triplet");
+        clock.advance(DEFAULT_POLICY.maxAgeMs);
+        assert.equal(await kind(store, "window-last@example.com"), "new_triplet");
+      } finally {
+        await store.close();
+      }
+    });
+  }
+});

@@ -57,9 +57,12 @@ export interface Transition {
   readonly clientTtlMs: number;
 }
 
-/** A passed triplet unused for longer than max-age is forgotten. */
+/**
+ * A passed triplet unused for max-age is forgotten. Every bound is exclusive (a record lasts
+ * [start, start + span)), as the stores' expiry is: all stores agree to the millisecond.
+ */
 function stale(triplet: TripletRecord, nowMs: number, policy: GreylistPolicy): boolean {
-  return triplet.passedMs > 0 && nowMs - triplet.lastSeenMs > policy.maxAgeMs;
+  return triplet.passedMs > 0 && nowMs - triplet.lastSeenMs >= policy.maxAgeMs;
 }
 
 /** Counts an accepted delivery towards the client auto-whitelist, at most once per interval. */
@@ -82,7 +85,7 @@ export function verdict(
 ): Transition {
   // Expiry is decided here from the records' own times; store TTLs only collect the garbage.
   const triplet = storedTriplet && !stale(storedTriplet, nowMs, policy) ? storedTriplet : undefined;
-  const client = storedClient && nowMs - storedClient.lastSeenMs <= policy.maxAgeMs ? storedClient : undefined;
+  const client = storedClient && nowMs - storedClient.lastSeenMs < policy.maxAgeMs ? storedClient : undefined;
   const base = { tripletTtlMs: policy.maxAgeMs, clientTtlMs: policy.maxAgeMs };
   if (policy.autoWhitelistPasses > 0 && client && client.passes >= policy.autoWhitelistPasses) {
     const refreshed = { ...client, lastSeenMs: nowMs };
@@ -98,7 +101,7 @@ export function verdict(
     };
   }
   const ageMs = triplet ? nowMs - triplet.firstSeenMs : -1;
-  if (!triplet || ageMs > policy.retryWindowMs || ageMs < 0) {
+  if (!triplet || ageMs >= policy.retryWindowMs || ageMs < 0) {
     // Unknown, or retried after the window (start over), or first seen "in the future" after a
     // clock step: record now as first seen.
     const fresh = { firstSeenMs: nowMs, passedMs: 0, lastSeenMs: nowMs };

@@ -44,7 +44,7 @@ local function triplet_decision()
   local client = redis.call('HMGET', KEYS[2], 'n', 'c', 'l')
   local client_n = tonumber(client[1])
   local client_c = tonumber(client[2])
-  if client_n ~= nil and now - (tonumber(client[3]) or 0) > max_age then
+  if client_n ~= nil and now - (tonumber(client[3]) or 0) >= max_age then
     client_n = nil
     client_c = nil
   end
@@ -70,7 +70,7 @@ local function triplet_decision()
   local record = redis.call('HMGET', KEYS[1], 'f', 'p', 'l')
   local first = tonumber(record[1])
   local passed = tonumber(record[2])
-  if passed ~= nil and now - (tonumber(record[3]) or 0) > max_age then
+  if passed ~= nil and now - (tonumber(record[3]) or 0) >= max_age then
     first = nil
     passed = nil
   end
@@ -85,7 +85,7 @@ local function triplet_decision()
   local age = -1
   if first ~= nil then age = now - first end
 
-  if first == nil or age > window or age < 0 then
+  if first == nil or age >= window or age < 0 then
     -- Unknown, retried after the window, or first seen "in the future" after a clock step.
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'f', now, 'l', now)
