@@ -31,13 +31,14 @@ function parseIpv4(text: string): Uint8Array | undefined {
   return index === 4 ? bytes : undefined;
 }
 
-function parseGroups(text: string): number[] | undefined {
+/** Hex groups separated by ":"; a dotted quad only as the last group of the whole address. */
+function parseGroups(text: string, endsAddress: boolean): number[] | undefined {
   if (text === "") return [];
   const groups: number[] = [];
   const parts = text.split(":");
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i] ?? "";
-    if (i === parts.length - 1 && part.includes(".")) {
+    if (endsAddress && i === parts.length - 1 && part.includes(".")) {
       const v4 = parseIpv4(part);
       if (!v4) return undefined;
       groups.push(((v4[0] ?? 0) << 8) | (v4[1] ?? 0), ((v4[2] ?? 0) << 8) | (v4[3] ?? 0));
@@ -54,8 +55,8 @@ function parseIpv6(text: string): Uint8Array | undefined {
   if (text.length > 45) return undefined;
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const head = parseGroups(halves[0] ?? "");
-  const tail = halves.length === 2 ? parseGroups(halves[1] ?? "") : [];
+  const head = parseGroups(halves[0] ?? "", halves.length === 1);
+  const tail = halves.length === 2 ? parseGroups(halves[1] ?? "", true) : [];
   if (!head || !tail) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
