@@ -4,7 +4,7 @@
  * doing (the connection handler says when it is idle) before closing it.
  */
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { boundAddress, splitHostPort } from "./listen";
 import type { ShimMetrics } from "./shim-metrics";
 
@@ -56,10 +56,14 @@ export async function listenShim(options: {
     connections.set(socket, options.handle(socket));
   });
   const unixPath = options.listen.startsWith("unix:") ? options.listen.slice("unix:".length) : undefined;
+  // A socket file left by a crashed run would make listen() fail with EADDRINUSE: it is removed,
+  // unless a process still answers on it (a second instance must not take the MTA's socket).
+  if (unixPath && existsSync(unixPath) && (await answers(unixPath))) {
+    throw new Error(`listen ${options.listen}: another process is listening on it`);
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(new Error(`listen ${options.listen}: ${error.message}`)));
     if (unixPath) {
-      // A socket file left by a crashed run would make listen() fail with EADDRINUSE.
       if (existsSync(unixPath)) unlinkSync(unixPath);
       server.listen(unixPath, () => {
         // Owner and group may connect (the MTA's group, e.g. postfix, through a setgid
@@ -82,4 +86,16 @@ export async function listenShim(options: {
       await closed;
     },
   };
+}
+
+/** Whether a process accepts connections on the unix socket `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect({ path });
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once("error", () => resolve(false));
+  });
 }
