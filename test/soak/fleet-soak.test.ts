@@ -100,7 +100,10 @@ describe("fleet soak", () => {
         const triplets = new Triplets();
         for (let i = 0; Date.now() < end; i++) {
           const id = triplets.pick(i);
-          const answer = await bounded(client.ask({ client_address: network(id), recipient: `p${id}@example.com` }));
+          // Each attempt is a message of its own (Postfix gives every message its own instance).
+          const answer = await bounded(
+            client.ask({ client_address: network(id), recipient: `p${id}@example.com`, instance: `soak.${i}` }),
+          );
           count(`policy ${answer.replace(/^(action=PREPEND X-Greylist:).*/, "$1 …")}`);
           await delay(PACE_MS);
         }
