@@ -5,7 +5,9 @@
  * renewed server certificate is used without a restart.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect } from "node:tls";
 import { TestCa } from "../support/certificates";
@@ -150,6 +152,29 @@ describe("admin token", () => {
       const wrong = await stats("guess");
       assert.match(wrong.stderr, /this credential may not use AdminService/);
       assert.equal((await stats("s3cret-token")).code, 0);
+      // Every AdminService method, not only Stats: each refuses a caller without the token.
+      const dump = join(mkdtempSync(join(tmpdir(), "greyfleet-admin-")), "state.jsonl");
+      writeFileSync(dump, '{"entry":{"kind":"LIST_KIND_CLIENT_WHITELIST","value":"0.0.0.0/1","source":"x"}}\n');
+      const triplet = ["--client", "192.0.2.1", "--sender", "a@example.org", "--recipient", "b@example.com"];
+      for (const command of [
+        ["list"],
+        ["add", "client_whitelist", "0.0.0.0/1"],
+        ["remove", "client_whitelist", "192.0.2.0/24"],
+        ["explain", ...triplet],
+        ["delete", ...triplet],
+        ["flush", "192.0.2.1"],
+        ["export"],
+        ["restore", dump],
+      ]) {
+        const refused = await runGreyfleet(["admin", "--server", service.grpcAddress, ...command], {
+          env: { GREYFLEET_ADMIN_TOKEN: "" },
+        });
+        assert.match(refused.stderr, /needs an admin token or an admin client certificate/, command.join(" "));
+      }
+      const listed = await runGreyfleet(["admin", "--server", service.grpcAddress, "list", "client_whitelist"], {
+        env: { GREYFLEET_ADMIN_TOKEN: "s3cret-token" },
+      });
+      assert.doesNotMatch(listed.stdout, /0\.0\.0\.0\/1/, "nothing was written without the token");
     } finally {
       await service.stop();
     }

@@ -117,6 +117,11 @@ export function adminService(admin: Admin, log: Logger, access: AdminAccess): Ad
       call: ServerReadableStream<ImportRequest, ImportResponse>,
       callback: sendUnaryData<ImportResponse>,
     ): void => {
+      const refusal = authorize(call, access);
+      if (refusal) {
+        callback(refusal);
+        return;
+      }
       async function* records(): AsyncIterable<StateRecord> {
         for await (const message of call as AsyncIterable<ImportRequest>) {
           if (!message.record) throw new GreyfleetError("invalid_argument", "an import message without a record");
