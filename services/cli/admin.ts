@@ -62,6 +62,8 @@ function expiry(text: string | undefined, nowMs = Date.now()): number {
   const date = Date.parse(text);
   if (Number.isNaN(date))
     throw new UsageError(`--expires "${text}" is neither a duration (30d) nor a date (2026-12-31)`);
+  // A past date would be stored as given, and 0 means "never expires".
+  if (date <= nowMs) throw new UsageError(`--expires "${text}" is in the past`);
   return date;
 }
 

@@ -53,7 +53,8 @@ function readYaml(path: string, sources: ConfigSources, problems: string[]): Map
   let content: unknown;
   try {
     const text = (sources.readFile ?? ((p: string) => readFileSync(p, "utf8")))(path);
-    content = parseYaml(text);
+    // Every scalar as written: with YAML's core schema a password 0123 would become 123.
+    content = parseYaml(text, { schema: "failsafe" });
   } catch (error) {
     problems.push(`config file ${path}: ${error instanceof Error ? error.message : String(error)}`);
     return values;

@@ -60,7 +60,10 @@ export function parseStoreUrl(url: string): StoreTarget | { error: string } {
   if (url.startsWith("sqlite:")) return { kind: "sqlite", path: url.slice("sqlite:".length) };
   const colon = url.indexOf(":");
   const scheme = SCHEMES[url.slice(0, colon + 1)];
-  if (!scheme || !url.startsWith("//", colon + 1)) return { error: `"${url}" is not a store URL (${FORMS})` };
+  if (!scheme || !url.startsWith("//", colon + 1)) {
+    // Quoted without anything between "//" or ":/" and an "@": it may hold a password.
+    return { error: `"${url.replace(/^([^:]*:\/*)[^@/]*@/, "$1…@")}" is not a store URL (${FORMS})` };
+  }
   let rest = url.slice(colon + 3);
   let username = "";
   let password = "";

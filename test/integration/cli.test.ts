@@ -40,6 +40,12 @@ describe("greyfleet command", () => {
     const secret = await runGreyfleet(["serve", "--store-password", "hunter2", "--metrics-listen", ""]);
     assert.equal(secret.code, 2);
     assert.match(secret.stderr, /--store-password is a secret: set GREYFLEET_STORE_PASSWORD/);
+    const typo = await runGreyfleet(["serve", "--metrics-listen", ""], {
+      env: { GREYFLEET_STORE: "redis:/:s3cr3t@h:6379" },
+    });
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /"redis:\/…@h:6379" is not a store URL/);
+    assert.doesNotMatch(typo.stderr, /s3cr3t/, "a password in a mistyped URL is not printed");
     const blocker = createServer().listen(0, "127.0.0.1");
     await once(blocker, "listening");
     const taken = `127.0.0.1:${(blocker.address() as AddressInfo).port}`;
@@ -53,6 +59,14 @@ describe("greyfleet command", () => {
     const unknown = await runGreyfleet(["frobnicate"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "frobnicate"/);
+    const past = await runGreyfleet(
+      ["admin", "--server", "127.0.0.1:1", "add", "sender_whitelist", "a@example.org"].concat([
+        "--expires",
+        "1970-01-01T00:00:00Z",
+      ]),
+    );
+    assert.equal(past.code, 2);
+    assert.match(past.stderr, /--expires "1970-01-01T00:00:00Z" is in the past/);
     const unreachable = await runGreyfleet(["admin", "--server", "127.0.0.1:1", "stats"]);
     assert.equal(unreachable.code, 1);
     assert.match(unreachable.stderr, /^greyfleet admin: .*(ECONNREFUSED|No connection established)/);

@@ -83,6 +83,19 @@ describe("loadConfig", () => {
     assert.equal(config.autoWhitelistPasses, 0);
   });
 
+  it("takes every YAML scalar as written: a secret that looks like a number is not converted", () => {
+    const config = ok(
+      loadConfig("serve", {
+        argv: ["--config", "c.yaml"],
+        env: {},
+        readFile: () => "store-password: 0123\nadmin-token: 1e3\nawl-passes: 7\n",
+      }),
+    );
+    assert.equal(config.storePassword, "0123");
+    assert.equal(config.adminToken, "1e3");
+    assert.equal(config.autoWhitelistPasses, 7);
+  });
+
   it("names the setting and the source of an invalid value", () => {
     assert.match(problems(loadConfig("serve", { argv: ["--delay", "soon"], env: {} })), /--delay: "soon"/);
     assert.match(
