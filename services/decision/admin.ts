@@ -4,6 +4,7 @@
  * export and import. rpc/admin-service.ts puts them on the wire.
  */
 import { type CheckRequest, type CheckResponse, Reason } from "../contract/gen/greyfleet/v1/greylist";
+import { CONTROL_CHARACTER } from "../shared/check-fields";
 import { GreyfleetError } from "../shared/errors";
 import { parseIp } from "./domain/ip";
 import { type ListEntryValue, type ListKindName, normaliseEntryValue } from "./domain/lists";
@@ -158,9 +159,13 @@ export class Admin {
     return this.deps.store.exportRecords();
   }
 
-  /** Writes records; list entries are applied at once. */
+  /**
+   * Writes records; list entries are applied at once. Entries are checked and normalised as
+   * AddEntries does them, and times must be plausible: a bad record stops the import there,
+   * naming it.
+   */
   async importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
-    const result = await this.deps.store.importRecords(records);
+    const result = await this.deps.store.importRecords(checkedRecords(records));
     await this.deps.lists.refresh();
     return result;
   }
@@ -169,6 +174,35 @@ export class Admin {
     const valid = validateCheck(request);
     if (isInvalid(valid)) throw new GreyfleetError("invalid_argument", valid.message);
     return valid;
+  }
+}
+
+/** Latest time a restored record may name, ms since the epoch (the year 2200). */
+const LATEST_MS = Date.UTC(2200, 0, 1);
+
+/** `records` with each checked: list entries as AddEntries checks them, times in range. */
+async function* checkedRecords(records: AsyncIterable<StateRecord>): AsyncIterable<StateRecord> {
+  let index = 0;
+  for await (const record of records) {
+    index++;
+    const refuse = (problem: string) => new GreyfleetError("invalid_argument", `record ${index}: ${problem}`);
+    const timed: object = record.type === "entry" ? record.entry : record;
+    for (const [name, value] of Object.entries(timed)) {
+      if (!name.endsWith("Ms")) continue;
+      if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || value > LATEST_MS)
+        throw refuse(`${name} ${String(value)} is not a time between 1970 and 2200`);
+    }
+    if (record.type !== "entry") {
+      yield record;
+      continue;
+    }
+    const { entry } = record;
+    const value = normaliseEntryValue(entry.kind, entry.value);
+    if (typeof value !== "string") throw refuse(`${entry.kind} ${JSON.stringify(entry.value)}: ${value.error}`);
+    if (Buffer.byteLength(entry.comment) > MAX_COMMENT_BYTES || CONTROL_CHARACTER.test(entry.comment)) {
+      throw refuse(`comment is longer than ${MAX_COMMENT_BYTES} bytes or has a control character`);
+    }
+    yield { type: "entry", entry: { ...entry, value } };
   }
 }
 

@@ -4,7 +4,7 @@
  * dump from the embedded store restores into Redis with every decision reproduced.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -117,6 +117,34 @@ describe("greyfleet admin", () => {
     const usage = await admin(a, "add", "no_such_kind", "x");
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /unknown list kind "no_such_kind"/);
+  });
+
+  it("checks restored list entries as added ones: normalised, or refused naming the record", async () => {
+    const line = (kind: string, value: string, comment = "") =>
+      JSON.stringify({ entry: { kind: `LIST_KIND_${kind}`, value, source: "restore", comment } });
+    const good = join(dir, "good-entries.jsonl");
+    writeFileSync(
+      good,
+      `${line("CLIENT_BLACKLIST", "203.0.113.77/24")}\n${line("SENDER_WHITELIST", "Boss@Example.COM")}\n`,
+    );
+    assert.equal((await admin(a, "restore", good)).code, 0);
+    const listed = (await admin(a, "list")).stdout;
+    assert.match(listed, /client_blacklist\s+203\.0\.113\.0\/24/);
+    assert.match(listed, /sender_whitelist\s+boss@example\.com/);
+    // As stored, so removable by what `list` shows.
+    assert.equal((await admin(a, "remove", "client_blacklist", "203.0.113.0/24")).code, 0);
+    assert.equal((await admin(a, "remove", "sender_whitelist", "boss@example.com")).code, 0);
+    for (const [bad, problem] of [
+      [line("CLIENT_WHITELIST", "10.0.0.0/33"), /record 1: client_whitelist "10\.0\.0\.0\/33"/],
+      [line("CLIENT_NAME_WHITELIST", "/(a+)+$/"), /record 1: .*exponential time/],
+      [line("SENDER_WHITELIST", "x@example.org", "\u001b[2J"), /record 1: comment .* control character/],
+    ] as const) {
+      const file = join(dir, "bad-entry.jsonl");
+      writeFileSync(file, `${bad}\n`);
+      const refused = await admin(a, "restore", file);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, problem);
+    }
   });
 
   it("restores a dump of the embedded store into Redis with every decision reproduced", async () => {

@@ -41,6 +41,12 @@ const accepted: [ListKindName, string, string, string][] = [
   ["recipient_opt_out", "@example.com", "example.com", "@domain is the domain"],
   ["recipient_opt_out", ".example.com", ".example.com", "subdomains"],
   ["recipient_opt_out", "/^bounce-[0-9]+@/", "/^bounce-[0-9]+@/", "a regex"],
+  [
+    "client_name_whitelist",
+    "/^(\\w+\\.)+example\\.net$/",
+    "/^(\\w+\\.)+example\\.net$/",
+    "a repeated group ending in a literal",
+  ],
   ["recipient_opt_in", "abuse@", "abuse@", "opt-in takes the same forms"],
   ["greytrap", "Trap@Example.com", "trap@example.com", "a greytrap address"],
 ];
@@ -81,6 +87,15 @@ const refused: [ListKindName, string, RegExp, string][] = [
   ["client_name_whitelist", "/mail/i", /without flags/, "a regex with flags"],
   ["client_name_whitelist", "//", /without flags/, "an empty regex"],
   ["client_name_whitelist", `/${"a".repeat(199)}/`, /longer than 200/, "a regex over 200 characters"],
+  ["client_name_whitelist", "/(a+)+$/", /exponential time/, "a repeated group ending in a repetition"],
+  [
+    "client_name_whitelist",
+    "/^(\\w+\\.?)+example\\.net$/",
+    /exponential time/,
+    "a repeated group with an optional end",
+  ],
+  ["client_name_whitelist", "/(mx|relay\\d+)*\\.example\\.org$/", /exponential time/, "a repeated alternation"],
+  ["recipient_opt_out", "/^(x+x+)+y/", /exponential time/, "a nested repetition in a recipient regex"],
   ["sender_whitelist", "news@", /not a local part/, "a local part"],
   ["sender_whitelist", "<>", /null sender/, "the null sender"],
   ["sender_whitelist", "a@b@example.org", /more than one @/, "two @"],
