@@ -48,6 +48,9 @@ E (expiry): a duration from now (30d, 12h) or a date (2026-12-31, 2026-12-31T18:
 comes from --token-file or $GREYFLEET_ADMIN_TOKEN.
 `;
 
+/** Entries per AddEntries call of an import (well under the service's 1 MiB message limit). */
+const IMPORT_BATCH = 5_000;
+
 function kind(text: string | undefined): ListKindName {
   const name = (text ?? "").replaceAll("-", "_") as ListKindName;
   if (!LIST_KIND_NAMES.includes(name))
@@ -217,7 +220,13 @@ export async function runAdmin(argv: readonly string[], out: NodeJS.WritableStre
         const entries = parsed.entries.map((e) =>
           entry(e.kind, e.value, expires, values.comment || e.comment, `import:${file}`),
         );
-        const result = entries.length > 0 ? await client.addEntries(entries) : { added: 0, problems: [] };
+        // In calls of IMPORT_BATCH entries: one message of 100,000 would be over gRPC's 1 MiB.
+        const result = { added: 0, problems: [] as { index: number; value: string; problem: string }[] };
+        for (let start = 0; start < entries.length; start += IMPORT_BATCH) {
+          const batch = await client.addEntries(entries.slice(start, start + IMPORT_BATCH));
+          result.added += batch.added;
+          result.problems.push(...batch.problems.map((p) => ({ ...p, index: p.index + start })));
+        }
         const lineProblems = [
           ...parsed.problems.map((p) => ({ line: p.line, text: p.text, problem: p.problem })),
           ...result.problems.map((p) => ({

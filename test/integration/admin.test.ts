@@ -119,6 +119,21 @@ describe("greyfleet admin", () => {
     assert.match(usage.stderr, /unknown list kind "no_such_kind"/);
   });
 
+  it("imports a list file larger than one gRPC message, reporting bad lines by their number", async () => {
+    const service = await serve("memory:", "--default-whitelist", "off");
+    try {
+      const file = join(dir, "many.txt");
+      const lines = Array.from({ length: 30_000 }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
+      writeFileSync(file, `${[...lines.slice(0, 20_000), "300.1.1.1", ...lines.slice(20_000)].join("\n")}\n`);
+      const imported = await admin(service, "import", "ip-prefixes", file);
+      assert.equal(imported.code, 1, imported.stderr);
+      assert.match(imported.stdout, /^added 30000 entries from /);
+      assert.match(imported.stdout, new RegExp(`${file}:20001: .*: 300\\.1\\.1\\.1`));
+    } finally {
+      await service.stop();
+    }
+  });
+
   it("checks restored list entries as added ones: normalised, or refused naming the record", async () => {
     const line = (kind: string, value: string, comment = "") =>
       JSON.stringify({ entry: { kind: `LIST_KIND_${kind}`, value, source: "restore", comment } });
