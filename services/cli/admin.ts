@@ -102,8 +102,26 @@ function checkFrom(values: Readonly<Record<string, string | boolean | undefined>
   };
 }
 
-async function* readRecords(file: string): AsyncIterable<StateRecord> {
-  const input = file === "-" ? process.stdin : createReadStream(file);
+/**
+ * The records of a JSON Lines dump, every line checked before the first is sent: a bad or cut-off
+ * line stops the restore before anything is written. A file is read twice (checked, then sent);
+ * standard input is held in memory.
+ */
+async function readRecords(file: string): Promise<AsyncIterable<StateRecord>> {
+  if (file === "-") {
+    const records: StateRecord[] = [];
+    for await (const record of parseRecords(file, process.stdin)) records.push(record);
+    return (async function* () {
+      yield* records;
+    })();
+  }
+  for await (const _ of parseRecords(file, createReadStream(file))) {
+    // Only checking.
+  }
+  return parseRecords(file, createReadStream(file));
+}
+
+async function* parseRecords(file: string, input: NodeJS.ReadableStream): AsyncIterable<StateRecord> {
   let line = 0;
   for await (const text of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
     line++;
@@ -305,7 +323,7 @@ export async function runAdmin(argv: readonly string[], out: NodeJS.WritableStre
       }
       case "restore": {
         if (args.length !== 1) throw new UsageError("restore takes one FILE (or - for stdin)");
-        const result = await client.import(readRecords(args[0] as string));
+        const result = await client.import(await readRecords(args[0] as string));
         print(result, () => out.write(`imported ${result.imported} records, skipped ${result.expired} expired\n`));
         return 0;
       }

@@ -149,6 +149,16 @@ describe("greyfleet admin", () => {
     // As stored, so removable by what `list` shows.
     assert.equal((await admin(a, "remove", "client_blacklist", "203.0.113.0/24")).code, 0);
     assert.equal((await admin(a, "remove", "sender_whitelist", "boss@example.com")).code, 0);
+    // A cut-off last line: nothing is written, not even the good lines before it.
+    const cut = join(dir, "cut.jsonl");
+    writeFileSync(
+      cut,
+      `${line("SENDER_WHITELIST", "first@example.org")}\n${line("SENDER_WHITELIST", "x@e").slice(0, 30)}`,
+    );
+    const stopped = await admin(a, "restore", cut);
+    assert.equal(stopped.code, 2);
+    assert.match(stopped.stderr, /cut\.jsonl line 2: not a record/);
+    assert.doesNotMatch((await admin(a, "list")).stdout, /first@example\.org/);
     for (const [bad, problem] of [
       [line("CLIENT_WHITELIST", "10.0.0.0/33"), /record 1: client_whitelist "10\.0\.0\.0\/33"/],
       [line("CLIENT_NAME_WHITELIST", "/(a+)+$/"), /record 1: .*exponential time/],

@@ -127,6 +127,8 @@ export function adminService(admin: Admin, log: Logger, access: AdminAccess): Ad
           if (!message.record) throw new GreyfleetError("invalid_argument", "an import message without a record");
           yield fromWireRecord(message.record);
         }
+        // A cancelled call ends the stream like a finished one: not a complete import.
+        if (call.cancelled) throw new GreyfleetError("unavailable", "the client cancelled the import");
       }
       admin.importRecords(records()).then(
         (result) => callback(null, result),
