@@ -299,6 +299,17 @@ export function storeConformance(
       }
     });
 
+    it("after an import that failed, an entry is stored only with a new lists version (so it is in force)", async () => {
+      const before = await sut.store.listsVersion();
+      async function* cutOff(): AsyncIterable<StateRecord> {
+        yield { type: "entry", entry: entry("sender_whitelist", "partial@example.org") };
+        throw new Error("the dump was cut off");
+      }
+      await assert.rejects(sut.store.importRecords(cutOff()), /cut off/);
+      const stored = (await sut.store.listEntries()).some((e) => e.value === "partial@example.org");
+      assert.equal((await sut.store.listsVersion()) !== before, stored);
+    });
+
     it("counts the state", async () => {
       const stats = await sut.store.stats(5);
       assert.ok(stats.pendingTriplets > 0 && stats.passedTriplets > 0, JSON.stringify(stats));

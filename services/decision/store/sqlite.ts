@@ -285,18 +285,35 @@ export class SqliteStore implements Store {
     let imported = 0;
     let expired = 0;
     let entries = 0;
+    try {
+      await this.importEach(records, {
+        entry: () => entries++,
+        imported: () => imported++,
+        expired: () => expired++,
+      });
+    } finally {
+      // Entries written before a failure are in force too, like the ones of a finished import.
+      if (entries > 0) this.sql.bumpVersion.run();
+    }
+    return { imported, expired };
+  }
+
+  private async importEach(
+    records: AsyncIterable<StateRecord>,
+    count: { entry(): void; imported(): void; expired(): void },
+  ): Promise<void> {
     for await (const record of records) {
       const nowMs = this.now();
       if (record.type === "entry") {
         if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= nowMs) {
-          expired++;
+          count.expired();
           continue;
         }
         const e = record.entry;
         this.sql.putEntry.run(e.kind, e.value, e.expiresAtMs, e.comment, e.createdAtMs, e.source);
-        entries++;
+        count.entry();
       } else if (record.expiresMs <= nowMs) {
-        expired++;
+        count.expired();
         continue;
       } else if (record.type === "triplet") {
         const r = record;
@@ -309,10 +326,8 @@ export class SqliteStore implements Store {
       } else {
         this.sql.putOutbound.run(record.id, record.expiresMs);
       }
-      imported++;
+      count.imported();
     }
-    if (entries > 0) this.sql.bumpVersion.run();
-    return { imported, expired };
   }
 
   ping(): Promise<void> {
