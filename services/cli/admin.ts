@@ -36,7 +36,7 @@ export const ADMIN_USAGE = `usage: greyfleet admin [--server HOST:PORT] [--json]
                                             what Check would answer now, and why (changes nothing)
   delete --client IP --sender S --recipient R
                                             forget one triplet
-  flush ADDRESS                             forget a client network (triplets, auto-whitelist, greytrap block)
+  flush ADDRESS                             forget a client network, the grouping network of ADDRESS (triplets, auto-whitelist, greytrap block)
   stats                                     counts of the state and the lists
   export [FILE]                             the whole state as JSON Lines (stdout by default)
   restore FILE                              write a JSON Lines export into the store ("-" = stdin)

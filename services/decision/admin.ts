@@ -141,10 +141,20 @@ export class Admin {
 
   /** Forgets a client network; `address` is any address in it. */
   async flushNetwork(address: string): Promise<{ network: string; removed: number }> {
-    const ip = parseIp(address.replace(/\/\d+$/, ""));
+    const [text, prefix] = address.split("/");
+    const ip = parseIp(text ?? "");
     if (!ip)
       throw new GreyfleetError("invalid_argument", `client_address ${JSON.stringify(address)} is not an address`);
     const network = clientNetwork(ip, this.deps.grouping);
+    // State is kept per grouping network: a wider or narrower prefix would flush something else
+    // than it says.
+    const grouped = ip.family === 4 ? this.deps.grouping.ipv4PrefixLength : this.deps.grouping.ipv6PrefixLength;
+    if (prefix !== undefined && prefix !== String(grouped)) {
+      throw new GreyfleetError(
+        "invalid_argument",
+        `${JSON.stringify(address)}: state is kept per /${grouped} network; give an address or ${network}`,
+      );
+    }
     return { network, removed: await this.deps.store.flushNetwork(network) };
   }
 

@@ -138,6 +138,8 @@ export const SETTINGS = {
       "Where greylist state lives: sqlite:PATH (embedded, one host; empty PATH = <data-dir>/greyfleet.sqlite), " +
       "redis://[user:pass@]host:port[/db] (the fleet store) or memory: (tests only, lost on exit).",
     parse: (url) => {
+      // A stray space (from an environment file) would name another sqlite file: an empty store.
+      if (url !== url.trim()) return { error: `${JSON.stringify(url)} has leading or trailing whitespace` };
       const problem = checkStoreUrl(url);
       return problem === undefined ? url : { error: problem };
     },

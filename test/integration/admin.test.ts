@@ -111,6 +111,10 @@ describe("greyfleet admin", () => {
     assert.equal((await admin(a, "delete", ...args)).code, 1, "no such triplet any more");
     await clientB.check(rcpt({ clientAddress: "100.64.9.61", sender: "x@example.org", recipient: "z@example.com" }));
     assert.match((await admin(a, "flush", "100.64.9.1")).stdout, /^flushed 100\.64\.9\.0\/24: [1-9]\d* records/);
+    assert.match((await admin(a, "flush", "100.64.9.0/24")).stdout, /^flushed 100\.64\.9\.0\/24: 0 records/);
+    const wide = await admin(a, "flush", "100.64.0.0/8");
+    assert.equal(wide.code, 1);
+    assert.match(wide.stderr, /state is kept per \/24 network; give an address or 100\.64\.0\.0\/24/);
     const bad = await admin(a, "add", "greytrap", "example.com");
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /"example\.com": /);

@@ -96,6 +96,13 @@ describe("loadConfig", () => {
     assert.equal(config.autoWhitelistPasses, 7);
   });
 
+  it("refuses a store URL with a stray space (it would name another sqlite file)", () => {
+    assert.match(
+      problems(loadConfig("serve", { argv: [], env: { GREYFLEET_STORE: "sqlite:/var/lib/greyfleet/g.sqlite " } })),
+      /GREYFLEET_STORE: .*has leading or trailing whitespace/,
+    );
+  });
+
   it("names the setting and the source of an invalid value", () => {
     assert.match(problems(loadConfig("serve", { argv: ["--delay", "soon"], env: {} })), /--delay: "soon"/);
     assert.match(
