@@ -63,14 +63,12 @@ export class Admin {
     const valid: ListEntryValue[] = [];
     const nowMs = Date.now();
     entries.forEach((entry, index) => {
-      const value = normaliseEntryValue(entry.kind, entry.value);
-      if (typeof value !== "string") problems.push({ index, value: entry.value, problem: value.error });
-      else if (Buffer.byteLength(entry.comment) > MAX_COMMENT_BYTES) {
-        problems.push({ index, value: entry.value, problem: `comment is longer than ${MAX_COMMENT_BYTES} bytes` });
-      } else if (entry.expiresAtMs !== 0 && entry.expiresAtMs <= nowMs) {
+      const checked = checkEntry(entry);
+      if ("problem" in checked) problems.push({ index, value: entry.value, problem: checked.problem });
+      else if (entry.expiresAtMs !== 0 && entry.expiresAtMs <= nowMs) {
         problems.push({ index, value: entry.value, problem: "expires in the past" });
       } else {
-        valid.push({ ...entry, value, createdAtMs: nowMs, source: entry.source || "admin" });
+        valid.push({ ...entry, value: checked.value, createdAtMs: nowMs, source: entry.source || "admin" });
       }
     });
     if (valid.length > 0) {
@@ -187,6 +185,20 @@ export class Admin {
   }
 }
 
+/** What AddEntries and a restore check of an entry: its stored (normalised) value, or the problem. */
+function checkEntry(
+  entry: ListEntryValue,
+): { readonly value: string } | { readonly field: "value" | "comment"; readonly problem: string } {
+  const value = normaliseEntryValue(entry.kind, entry.value);
+  if (typeof value !== "string") return { field: "value", problem: value.error };
+  if (Buffer.byteLength(entry.comment) > MAX_COMMENT_BYTES) {
+    return { field: "comment", problem: `comment is longer than ${MAX_COMMENT_BYTES} bytes` };
+  }
+  // A comment is printed by `admin list`: no terminal escapes.
+  if (CONTROL_CHARACTER.test(entry.comment)) return { field: "comment", problem: "comment has a control character" };
+  return { value };
+}
+
 /** Latest time a restored record may name, ms since the epoch (the year 2200). */
 const LATEST_MS = Date.UTC(2200, 0, 1);
 
@@ -207,12 +219,15 @@ async function* checkedRecords(records: AsyncIterable<StateRecord>): AsyncIterab
       continue;
     }
     const { entry } = record;
-    const value = normaliseEntryValue(entry.kind, entry.value);
-    if (typeof value !== "string") throw refuse(`${entry.kind} ${JSON.stringify(entry.value)}: ${value.error}`);
-    if (Buffer.byteLength(entry.comment) > MAX_COMMENT_BYTES || CONTROL_CHARACTER.test(entry.comment)) {
-      throw refuse(`comment is longer than ${MAX_COMMENT_BYTES} bytes or has a control character`);
+    const checked = checkEntry(entry);
+    if ("problem" in checked) {
+      throw refuse(
+        checked.field === "value"
+          ? `${entry.kind} ${JSON.stringify(entry.value)}: ${checked.problem}`
+          : checked.problem,
+      );
     }
-    yield { type: "entry", entry: { ...entry, value } };
+    yield { type: "entry", entry: { ...entry, value: checked.value } };
   }
 }
 

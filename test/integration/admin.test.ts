@@ -153,6 +153,10 @@ describe("greyfleet admin", () => {
     // As stored, so removable by what `list` shows.
     assert.equal((await admin(a, "remove", "client_blacklist", "203.0.113.0/24")).code, 0);
     assert.equal((await admin(a, "remove", "sender_whitelist", "boss@example.com")).code, 0);
+    // `add` checks the same way.
+    const escaped = await admin(a, "add", "sender_whitelist", "y@example.org", "--comment", "\u001b[2J");
+    assert.equal(escaped.code, 1);
+    assert.match(escaped.stderr, /"y@example\.org": comment has a control character/);
     // A cut-off last line: nothing is written, not even the good lines before it.
     const cut = join(dir, "cut.jsonl");
     writeFileSync(
