@@ -8,42 +8,19 @@ import Redis from "ioredis";
 import { freePort } from "./ports";
 import { waitFor } from "./wait";
 
-/** A running redis-server the test owns. */
-export class RedisServer {
-  private child: ChildProcess | undefined;
+/** One redis-server process (server or sentinel) a test owns, on a known port. */
+export class RedisProcess {
+  /** The running process; undefined while stopped. */
+  child: ChildProcess | undefined;
 
-  private constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly args: readonly string[],
+  ) {}
 
-  /** Starts redis-server on a free port and waits until it answers PING. */
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
-    await server.restart();
-    return server;
-  }
-
-  /** redis://127.0.0.1:<port> */
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  /** (Re)starts the server on the same port. */
-  async restart(): Promise<void> {
-    const child = spawn(
-      "redis-server",
-      [
-        "--port",
-        String(this.port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-      ],
-      { stdio: ["ignore", "ignore", "inherit"] },
-    );
+  /** (Re)starts the process and waits until it answers PING. */
+  async start(): Promise<void> {
+    const child = spawn("redis-server", [...this.args], { stdio: ["ignore", "ignore", "inherit"] });
     this.child = child;
     const exited = new Promise<never>((_, reject) => {
       child.once("error", (error) => reject(new Error(`redis-server could not start: ${error.message}`)));
@@ -63,8 +40,8 @@ export class RedisServer {
     ]);
   }
 
-  /** Stops the server (SIGKILL: as abrupt as a crash) and waits for it to exit. */
-  async stop(): Promise<void> {
+  /** SIGKILL (as abrupt as a crash), and waits for the exit. */
+  async kill(): Promise<void> {
     const child = this.child;
     this.child = undefined;
     if (!child || child.exitCode !== null) return;
@@ -78,6 +55,41 @@ export class RedisServer {
     const client = new Redis(this.port, "127.0.0.1", { maxRetriesPerRequest: 1, retryStrategy: () => null });
     client.on("error", () => {}); // connection errors surface as rejected commands
     return client;
+  }
+}
+
+/** A standalone redis-server without persistence for one test file. */
+export class RedisServer extends RedisProcess {
+  private constructor(port: number) {
+    super(
+      port,
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].concat([
+        "--protected-mode",
+        "no",
+      ]),
+    );
+  }
+
+  /** Starts redis-server on a free port and waits until it answers PING. */
+  static async start(): Promise<RedisServer> {
+    const server = new RedisServer(await freePort());
+    await server.restart();
+    return server;
+  }
+
+  /** redis://127.0.0.1:<port> */
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** (Re)starts the server on the same port. */
+  restart(): Promise<void> {
+    return this.start();
+  }
+
+  /** Stops the server (SIGKILL: as abrupt as a crash) and waits for it to exit. */
+  stop(): Promise<void> {
+    return this.kill();
   }
 }
 

@@ -3,12 +3,12 @@
  * stopped afterwards: a Cluster of 3 masters + 3 replicas (`redis-cli --cluster create`), and a
  * Sentinel setup of 1 master, 1 replica and 3 sentinels.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import Redis from "ioredis";
+import { RedisProcess } from "./redis-server";
 import { waitFor } from "./wait";
 
 function portFree(port: number): Promise<boolean> {
@@ -31,68 +31,21 @@ async function clusterPort(taken: Set<number>): Promise<number> {
   }
 }
 
-/** One redis-server process the test owns. */
-class Node {
-  child: ChildProcess | undefined;
-
-  constructor(
-    readonly port: number,
-    private readonly args: readonly string[],
-  ) {}
-
-  async start(): Promise<void> {
-    const child = spawn("redis-server", [...this.args], { stdio: ["ignore", "ignore", "inherit"] });
-    this.child = child;
-    child.once("error", () => {});
-    await waitFor(`redis on port ${this.port}`, async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server on ${this.port} exited with ${child.exitCode}`);
-      const client = new Redis(this.port, "127.0.0.1", {
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      client.on("error", () => {});
-      try {
-        await client.connect();
-        return (await client.ping()) === "PONG";
-      } finally {
-        client.disconnect();
-      }
-    });
-  }
-
-  /** SIGKILL: as abrupt as a crash. */
-  async kill(): Promise<void> {
-    const child = this.child;
-    this.child = undefined;
-    if (!child || child.exitCode !== null) return;
-    const gone = new Promise((resolve) => child.once("exit", resolve));
-    child.kill("SIGKILL");
-    await gone;
-  }
-
-  client(): Redis {
-    const client = new Redis(this.port, "127.0.0.1", { maxRetriesPerRequest: 1, retryStrategy: () => null });
-    client.on("error", () => {});
-    return client;
-  }
-}
-
 /** A Redis Cluster of 3 masters and 3 replicas. */
 export class RedisCluster {
   private constructor(
-    readonly nodes: readonly Node[],
+    readonly nodes: readonly RedisProcess[],
     private readonly dir: string,
   ) {}
 
   static async start(): Promise<RedisCluster> {
     const dir = mkdtempSync(join(tmpdir(), "greyfleet-cluster-"));
     const taken = new Set<number>();
-    const nodes: Node[] = [];
+    const nodes: RedisProcess[] = [];
     for (let i = 0; i < 6; i++) {
       const port = await clusterPort(taken);
       nodes.push(
-        new Node(port, [
+        new RedisProcess(port, [
           "--port",
           String(port),
           "--bind",
@@ -160,8 +113,8 @@ export class RedisCluster {
   }
 
   /** The masters serving slots now, and how many replicas there are, by asking a live node. */
-  async layout(): Promise<{ masters: Node[]; replicas: number }> {
-    const live = this.nodes.find((n) => n.child) as Node;
+  async layout(): Promise<{ masters: RedisProcess[]; replicas: number }> {
+    const live = this.nodes.find((n) => n.child) as RedisProcess;
     const client = live.client();
     try {
       // "<id> <ip:port@bus> <flags> <master id> <ping> <pong> <epoch> <link> [slots...]"
@@ -205,7 +158,7 @@ export class RedisCluster {
   }
 
   /** The nodes that are masters serving slots now. */
-  async masters(): Promise<Node[]> {
+  async masters(): Promise<RedisProcess[]> {
     return (await this.layout()).masters;
   }
 
@@ -218,9 +171,9 @@ export class RedisCluster {
 /** A master, its replica and 3 sentinels watching them as "mymaster". */
 export class RedisSentinel {
   private constructor(
-    readonly master: Node,
-    readonly replica: Node,
-    readonly sentinels: readonly Node[],
+    readonly master: RedisProcess,
+    readonly replica: RedisProcess,
+    readonly sentinels: readonly RedisProcess[],
     private readonly dir: string,
   ) {}
 
@@ -241,8 +194,8 @@ export class RedisSentinel {
     ].concat(["--repl-diskless-sync-delay", "0"]);
     const masterPort = await clusterPort(taken);
     const replicaPort = await clusterPort(taken);
-    const master = new Node(masterPort, ["--port", String(masterPort), ...base]);
-    const replica = new Node(replicaPort, [
+    const master = new RedisProcess(masterPort, ["--port", String(masterPort), ...base]);
+    const replica = new RedisProcess(replicaPort, [
       "--port",
       String(replicaPort),
       "--replicaof",
@@ -252,7 +205,7 @@ export class RedisSentinel {
     ]);
     await master.start();
     await replica.start();
-    const sentinels: Node[] = [];
+    const sentinels: RedisProcess[] = [];
     for (let i = 0; i < 3; i++) {
       const port = await clusterPort(taken);
       const config = join(dir, `sentinel-${port}.conf`);
@@ -270,7 +223,7 @@ export class RedisSentinel {
           "",
         ].join("\n"),
       );
-      sentinels.push(new Node(port, [config, "--sentinel"]));
+      sentinels.push(new RedisProcess(port, [config, "--sentinel"]));
     }
     await Promise.all(sentinels.map((s) => s.start()));
     const setup = new RedisSentinel(master, replica, sentinels, dir);
