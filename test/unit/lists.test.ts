@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { listKindToJSON } from "../../services/contract/gen/greyfleet/v1/admin";
 import { type IpAddress, parseIp } from "../../services/decision/domain/ip";
 import {
   LIST_KIND_NAMES,
@@ -33,6 +34,8 @@ describe("LIST_KIND_NAMES", () => {
       "client_blacklist",
       "greytrap",
     ]);
+    // ... which is what the generated contract calls them.
+    LIST_KIND_NAMES.forEach((name, i) => assert.equal(listKindToJSON(i + 1), `LIST_KIND_${name.toUpperCase()}`));
   });
 });
 
