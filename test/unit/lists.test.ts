@@ -35,7 +35,10 @@ describe("LIST_KIND_NAMES", () => {
       "greytrap",
     ]);
     // ... which is what the generated contract calls them.
-    LIST_KIND_NAMES.forEach((name, i) => assert.equal(listKindToJSON(i + 1), `LIST_KIND_${name.toUpperCase()}`));
+    assert.deepEqual(
+      LIST_KIND_NAMES.map((name) => `LIST_KIND_${name.toUpperCase()}`),
+      LIST_KIND_NAMES.map((_, i) => listKindToJSON(i + 1)),
+    );
   });
 });
 
