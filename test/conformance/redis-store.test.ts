@@ -112,6 +112,43 @@ describe("redis store specifics", () => {
     await store.close();
   });
 
+  it("sends one turn's decisions in one write, and later ones without waiting for earlier answers", async () => {
+    const store = await open(uniquePrefix());
+    try {
+      await store.decide(query, DEFAULT_POLICY); // loads the script
+      const reads = async () => Number(/total_reads_processed:(\d+)/.exec(await client.info("stats"))?.[1]);
+      const before = await reads();
+      const outcomes = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          store.decide({ ...query, recipient: `turn${i}@example.com` }, DEFAULT_POLICY),
+        ),
+      );
+      assert.deepEqual(new Set(outcomes.map((o) => o.outcome.kind)), new Set(["new_triplet"]));
+      assert.equal((await reads()) - before, 2, "Redis read the 20 decisions at once (and the INFO)");
+
+      // While Redis holds the first decision (paused writers), the second one still reaches it.
+      await client.call("CLIENT", "PAUSE", "10000", "WRITE");
+      // The store's connection while Redis holds its command (flags=b: blocked by the pause).
+      const held = async () =>
+        String(await client.call("CLIENT", "LIST"))
+          .split("\n")
+          .find((line) => / flags=b .* cmd=evalsha /.test(line));
+      const first = store.decide({ ...query, recipient: "held1@example.com" }, DEFAULT_POLICY);
+      await waitFor("the first decision to wait in Redis", held);
+      const second = store.decide({ ...query, recipient: "held2@example.com" }, DEFAULT_POLICY);
+      await waitFor(
+        "the second decision to reach Redis before the first is answered",
+        async () => Number(/ qbuf=(\d+) /.exec((await held()) ?? "")?.[1] ?? 0) > 0,
+      );
+      await client.call("CLIENT", "UNPAUSE");
+      assert.equal((await first).outcome.kind, "new_triplet");
+      assert.equal((await second).outcome.kind, "new_triplet");
+    } finally {
+      await client.call("CLIENT", "UNPAUSE");
+      await store.close();
+    }
+  });
+
   it("estimates the counts from a random sample of keys", async () => {
     const prefix = uniquePrefix();
     const store = await open(prefix);

@@ -39,8 +39,35 @@ function baseOptions(connectTimeoutMs: number): RedisOptions {
     connectTimeout: connectTimeoutMs,
     // Reconnect for ever, at most once a second.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
-    enableAutoPipelining: true,
+    // Not ioredis' auto-pipelining on one server: it holds every new command until the batch in
+    // flight is answered, so the service idles in lockstep with Redis. coalesceWrites batches
+    // instead (the Cluster client keeps auto-pipelining, which groups commands by node).
+    enableAutoPipelining: false,
   };
+}
+
+/**
+ * Commands sent to one server in one turn of the event loop leave in one write, and a write
+ * never waits for the replies to earlier ones: the socket is corked on the first command and
+ * uncorked once the turn's I/O callbacks have run.
+ */
+export class WriteCoalescer {
+  private corked = false;
+
+  constructor(private readonly client: Redis) {}
+
+  /** Call before sending a command. */
+  beforeCommand(): void {
+    if (this.corked) return;
+    const stream = this.client.stream;
+    if (stream === undefined || stream.destroyed || this.client.status !== "ready") return;
+    this.corked = true;
+    stream.cork();
+    setImmediate(() => {
+      this.corked = false;
+      stream.uncork();
+    });
+  }
 }
 
 function tlsOptions(target: RedisTarget, tls: RedisTls | undefined): ConnectionOptions | undefined {

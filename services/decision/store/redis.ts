@@ -9,7 +9,7 @@ import type { GreylistPolicy } from "../domain/verdict";
 import { networkId, outboundId, RedisKeys, tripletId } from "./keys";
 import { replyPairId } from "./record-store";
 import * as admin from "./redis-admin";
-import { connectRedis, type RedisConnectOptions, type RedisTarget } from "./redis-connect";
+import { connectRedis, type RedisConnectOptions, type RedisTarget, WriteCoalescer } from "./redis-connect";
 import { defineScripts } from "./redis-scripts";
 import type {
   EntryKey,
@@ -86,12 +86,15 @@ export class RedisStore implements Store {
   private readonly cluster: boolean;
   private readonly keys: RedisKeys;
   private readonly clockOffsetMs: () => number;
+  /** Batches the decisions' writes on one server (a Cluster client auto-pipelines per node). */
+  private readonly coalescer: WriteCoalescer | undefined;
 
   constructor(options: RedisStoreOptions) {
     const connected = connectRedis(options.target, options);
     const redis = connected.client;
     this.redis = defineScripts<typeof redis>(redis);
     this.cluster = connected.cluster;
+    this.coalescer = connected.cluster ? undefined : new WriteCoalescer(connected.client);
     this.connection = {
       client: this.redis,
       nodes: (): Redis[] => (connected.cluster ? connected.client.nodes("master") : [connected.client]),
@@ -111,6 +114,7 @@ export class RedisStore implements Store {
     const args = [policyArgument(policy), query.singleUse ? "1" : "0", this.clockOffsetMs()];
     // On one server the script reads the pair; on a Cluster it lives in another slot, so it is
     // read by a GET sent in the same write (auto-pipelining: still one round trip).
+    this.coalescer?.beforeCommand();
     const decided = this.cluster
       ? this.redis.greyfleetDecideInSlot(triplet, this.keys.client(netId), this.keys.block(netId), ...args)
       : this.redis.greyfleetDecide(triplet, this.keys.client(netId), this.keys.block(netId), pairKey, ...args);
