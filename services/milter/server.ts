@@ -109,8 +109,8 @@ class MilterConnection implements ConnectionHandler {
         code: "closed",
         message: `the MTA closed the connection inside a frame (${this.decoder.pending} bytes)`,
       });
-    } else {
-      this.socket.end();
+    } else if (!this.socket.writableEnded) {
+      this.socket.end(); // not yet ended by QUIT
     }
   }
 

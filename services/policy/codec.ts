@@ -3,7 +3,7 @@
  * is `name=value` lines ending in LF and terminated by an empty line; a reply is
  * `action=<access(5) action>` and an empty line. No I/O: bytes in, values or error values out.
  */
-import { isUtf8 } from "node:buffer";
+import { isAscii, isUtf8 } from "node:buffer";
 
 /** Attribute names exactly as Postfix sends them (SMTPD_POLICY_README); each key is its wire name. */
 export const POLICY_ATTRIBUTE = {
@@ -131,11 +131,16 @@ export class PolicyDecoder {
   push(chunk: Uint8Array): DecodeResult[] {
     if (this.failure) return [this.failure];
     const results: DecodeResult[] = [];
+    // What Postfix sends is ASCII almost always: such a chunk is read as text once, not line by
+    // line (Latin-1 keeps one character per byte, so offsets in the text are offsets in the chunk).
+    const text =
+      chunk.indexOf(0) === -1 && isAscii(chunk)
+        ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length).toString("latin1")
+        : undefined;
     let start = 0;
     while (start < chunk.length) {
-      const lf = chunk.indexOf(LF, start);
-      const error =
-        lf === -1 ? this.keepPartial(chunk.subarray(start)) : this.endLine(chunk.subarray(start, lf), results);
+      const lf = text === undefined ? chunk.indexOf(LF, start) : text.indexOf("\n", start);
+      const error = lf === -1 ? this.keepPartial(chunk.subarray(start)) : this.endLine(chunk, start, lf, text, results);
       if (error) {
         this.failure = error;
         this.partial = [];
@@ -158,46 +163,65 @@ export class PolicyDecoder {
     return undefined;
   }
 
-  /** Completes the line ending at an LF; `tail` is its part from the current chunk. */
-  private endLine(tail: Uint8Array, results: DecodeResult[]): PolicyProtocolError | undefined {
-    const total = this.partialBytes + tail.length;
-    const last = tail.length > 0 ? tail[tail.length - 1] : this.partial.at(-1)?.at(-1);
+  /**
+   * Completes the line ending at the LF at `lf` in `chunk`, whose part in this chunk starts at
+   * `start`; `text` is the chunk read as text when it is ASCII.
+   */
+  private endLine(
+    chunk: Uint8Array,
+    start: number,
+    lf: number,
+    text: string | undefined,
+    results: DecodeResult[],
+  ): PolicyProtocolError | undefined {
+    const total = this.partialBytes + lf - start;
+    const last = lf > start ? chunk[lf - 1] : this.partial.at(-1)?.at(-1);
     const contentBytes = last === CR ? total - 1 : total;
-    if (contentBytes > this.limits.maxLineBytes) return this.tooLong(tail);
+    if (contentBytes > this.limits.maxLineBytes) return this.tooLong(chunk.subarray(start, lf));
     if (this.requestBytes + total + 1 > this.limits.maxRequestBytes) return this.tooLarge();
-    const line = this.partial.length === 0 ? tail : Buffer.concat([...this.partial, tail]);
-    this.partial = [];
-    this.partialBytes = 0;
     this.requestBytes += total + 1;
     if (contentBytes === 0) {
+      this.partial = [];
+      this.partialBytes = 0;
       results.push({ kind: "request", attributes: this.attributes });
       this.attributes = new Map();
       this.attributeLines = 0;
       this.requestBytes = 0;
       return undefined;
     }
-    return this.addAttribute(line.subarray(0, contentBytes));
-  }
-
-  private addAttribute(line: Uint8Array): PolicyProtocolError | undefined {
-    this.attributeLines += 1;
-    if (this.attributeLines > this.limits.maxAttributes) {
-      return new PolicyProtocolError("too_many_attributes", `more than ${this.limits.maxAttributes} attributes`);
+    if (this.partial.length === 0 && text !== undefined) {
+      return this.addAttribute(text, start, start + contentBytes, () => chunk.subarray(start, start + contentBytes));
     }
+    const line = Buffer.concat([...this.partial, chunk.subarray(start, lf)]).subarray(0, contentBytes);
+    this.partial = [];
+    this.partialBytes = 0;
     // Postfix passes on what the SMTP client sent: 8-bit text that is not UTF-8 (read as
     // Latin-1, so that a retry reads the same), control characters (the shim makes them "?").
     // Only a NUL byte, which no Postfix string holds, is not the protocol.
     const nul = line.indexOf(0);
     if (nul !== -1) return new PolicyProtocolError("binary_data", `NUL byte at offset ${nul} in line ${preview(line)}`);
-    const bytes = Buffer.from(line.buffer, line.byteOffset, line.length);
-    const text = bytes.toString(isUtf8(line) ? "utf8" : "latin1");
-    // Values may contain "=": split at the first one (attr_scan_plain.c).
-    const eq = text.indexOf("=");
-    const name = eq === -1 ? "" : text.slice(0, eq);
-    if (!NAME.test(name)) {
-      return new PolicyProtocolError("malformed_line", `expected name=value, got ${preview(line)}`);
+    const lineText = line.toString(isUtf8(line) ? "utf8" : "latin1");
+    return this.addAttribute(lineText, 0, lineText.length, () => line);
+  }
+
+  /** Adds the attribute `text` holds from `from` to `to`; `bytes` gives its bytes for an error message. */
+  private addAttribute(
+    text: string,
+    from: number,
+    to: number,
+    bytes: () => Uint8Array,
+  ): PolicyProtocolError | undefined {
+    this.attributeLines += 1;
+    if (this.attributeLines > this.limits.maxAttributes) {
+      return new PolicyProtocolError("too_many_attributes", `more than ${this.limits.maxAttributes} attributes`);
     }
-    this.attributes.set(name.toLowerCase(), text.slice(eq + 1));
+    // Values may contain "=": split at the first one (attr_scan_plain.c).
+    const eq = text.indexOf("=", from);
+    const name = eq === -1 || eq >= to ? "" : text.slice(from, eq);
+    if (!NAME.test(name)) {
+      return new PolicyProtocolError("malformed_line", `expected name=value, got ${preview(bytes())}`);
+    }
+    this.attributes.set(name.toLowerCase(), text.slice(eq + 1, to));
     return undefined;
   }
 
