@@ -1,7 +1,8 @@
 /**
  * The decision service benchmark: the same Check load against a bare grpc-js echo server (the
- * ceiling), `greyfleet serve` on SQLite and `greyfleet serve` on Redis, in one run. Targets are
- * pinned to CPU 0 and the load generators (and Redis) to CPU 1, so each target gets one core.
+ * ceiling), `greyfleet serve` on SQLite and `greyfleet serve` on Redis, in one run, their runs
+ * taking turns. Targets are pinned to CPU 0 and the load generators (and Redis) to CPU 1, so each
+ * target gets one core.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -145,39 +146,63 @@ async function seedKnown(address: string, options: DecisionBenchOptions): Promis
   await seed(); // the retry after the delay: these triplets are known from now on
 }
 
-async function benchTarget(
+/** A target started and warmed up, ready to be measured. */
+interface Prepared {
+  readonly name: string;
+  readonly address: string;
+  readonly server: Started;
+  readonly redis: Redis | undefined;
+  readonly peaks: Measured[];
+}
+
+async function prepare(
   name: string,
   start: (port: number) => Promise<Started>,
   redis: Redis | undefined,
   options: DecisionBenchOptions,
-): Promise<TargetResult> {
+): Promise<Prepared> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const server = await start(port);
   try {
     await waitForGrpc(address);
     await seedKnown(address, options);
-    const peaks: Measured[] = [];
-    for (let run = 0; run < options.runs; run++) peaks.push(await measure(address, server, redis, options));
-    const rates = peaks.map((m) => m.callsPerSecond);
-    const peak = peaks.find((m) => m.callsPerSecond === median(rates)) ?? (peaks[0] as Measured);
-    // Half load, the way MTAs load a policy service: a closed loop (each session waits for its
-    // answer) with the concurrency whose throughput is closest to half the peak from below.
-    let halfInFlight = 1;
-    for (let inFlight = 2; inFlight < options.inFlight; inFlight *= 2) {
-      const probe = await measure(address, server, redis, { ...options, inFlight, seconds: 2, workers: 1 });
-      if (probe.callsPerSecond > peak.callsPerSecond / 2) break;
-      halfInFlight = inFlight;
-    }
-    const half = await measure(address, server, redis, { ...options, inFlight: halfInFlight, workers: 1 });
-    process.stdout.write(
-      `  ${name}: runs ${rates.map((r) => Math.round(r)).join(", ")} calls/s; ` +
-        `half load: ${halfInFlight} in flight, ${Math.round(half.callsPerSecond)} calls/s\n`,
-    );
-    return { name, peak, half, halfInFlight };
-  } finally {
+  } catch (error) {
     await server.stop();
+    throw error;
   }
+  return { name, address, server, redis, peaks: [] };
+}
+
+/**
+ * The target's figures: its median peak run, and half load, the way MTAs load a policy service:
+ * a closed loop (each session waits for its answer) with the concurrency whose throughput is
+ * closest to half the peak from below.
+ */
+async function halfLoad(target: Prepared, options: DecisionBenchOptions): Promise<TargetResult> {
+  const rates = target.peaks.map((m) => m.callsPerSecond);
+  const peak = target.peaks.find((m) => m.callsPerSecond === median(rates)) ?? (target.peaks[0] as Measured);
+  let halfInFlight = 1;
+  for (let inFlight = 2; inFlight < options.inFlight; inFlight *= 2) {
+    const probe = await measure(target.address, target.server, target.redis, {
+      ...options,
+      inFlight,
+      seconds: 2,
+      workers: 1,
+    });
+    if (probe.callsPerSecond > peak.callsPerSecond / 2) break;
+    halfInFlight = inFlight;
+  }
+  const half = await measure(target.address, target.server, target.redis, {
+    ...options,
+    inFlight: halfInFlight,
+    workers: 1,
+  });
+  process.stdout.write(
+    `  ${target.name}: runs ${rates.map((r) => Math.round(r)).join(", ")} calls/s; ` +
+      `half load: ${halfInFlight} in flight, ${Math.round(half.callsPerSecond)} calls/s\n`,
+  );
+  return { name: target.name, peak, half, halfInFlight };
 }
 
 function h2loadCeiling(address: string, options: DecisionBenchOptions): string {
@@ -213,7 +238,8 @@ function h2loadCeiling(address: string, options: DecisionBenchOptions): string {
 export async function benchDecision(options: DecisionBenchOptions): Promise<void> {
   process.stdout.write(
     `decision service: ${options.workers} load processes x ${options.inFlight} calls in flight, ${options.seconds} s per run, ` +
-      `median of ${options.runs} runs; targets on CPU 0${canPin() ? "" : " (not pinned: taskset missing)"}\n`,
+      `median of ${options.runs} runs taking turns (vs echo: the median of the ratios to the echo run of the same turn); ` +
+      `targets on CPU 0${canPin() ? "" : " (not pinned: taskset missing)"}\n`,
   );
   const redisPort = await freePort();
   const redisServer = await startProcess(
@@ -243,39 +269,37 @@ export async function benchDecision(options: DecisionBenchOptions): Promise<void
       undefined, // --log-level warn prints nothing on start; waitForGrpc() polls the port
       cpu,
     );
+  const prepared: Prepared[] = [];
   try {
-    const echo = await benchTarget(
-      "echo",
-      (port) =>
-        startProcess(
-          process.execPath,
-          [projectFile("dist/bench/echo-server.js"), `127.0.0.1:${port}`],
-          /listening/,
-          cpu,
-        ),
-      undefined,
-      options,
-    );
-    const echoH2load = await (async () => {
-      const port = await freePort();
-      const server = await startProcess(
-        process.execPath,
-        [projectFile("dist/bench/echo-server.js"), `127.0.0.1:${port}`],
-        /listening/,
-        cpu,
-      );
-      try {
-        return h2loadCeiling(`127.0.0.1:${port}`, options);
-      } finally {
-        await server.stop();
+    // Every target is up at once and the runs take turns (echo, sqlite, redis, echo, ...), so each
+    // ratio to the echo server compares runs made minutes apart at most, on a shared machine
+    // whose speed drifts.
+    const echoServer = (port: number) =>
+      startProcess(process.execPath, [projectFile("dist/bench/echo-server.js"), `127.0.0.1:${port}`], /listening/, cpu);
+    prepared.push(await prepare("echo", echoServer, undefined, options));
+    prepared.push(await prepare("sqlite", serve(`sqlite:${join(dir, "bench.sqlite")}`), undefined, options));
+    prepared.push(await prepare("redis", serve(`redis://127.0.0.1:${redisPort}`), redis, options));
+    for (let run = 0; run < options.runs; run++) {
+      for (const target of prepared) {
+        target.peaks.push(await measure(target.address, target.server, target.redis, options));
       }
-    })();
-    const sqlite = await benchTarget("sqlite", serve(`sqlite:${join(dir, "bench.sqlite")}`), undefined, options);
-    const onRedis = await benchTarget("redis", serve(`redis://127.0.0.1:${redisPort}`), redis, options);
-    const rows = [echo, sqlite, onRedis].map((t) => [
+    }
+    const [echo, sqlite, onRedis] = [
+      await halfLoad(prepared[0] as Prepared, options),
+      await halfLoad(prepared[1] as Prepared, options),
+      await halfLoad(prepared[2] as Prepared, options),
+    ];
+    const echoH2load = h2loadCeiling((prepared[0] as Prepared).address, options);
+    /** The median over runs of a target's rate over the echo server's in the same turn. */
+    const vsEcho = (index: number): number => {
+      const echoRuns = (prepared[0] as Prepared).peaks;
+      const runs = (prepared[index] as Prepared).peaks;
+      return median(runs.map((m, run) => m.callsPerSecond / (echoRuns[run] as Measured).callsPerSecond));
+    };
+    const rows = [echo, sqlite, onRedis].map((t, index) => [
       t.name,
       String(Math.round(t.peak.callsPerSecond)),
-      `${Math.round((t.peak.callsPerSecond / echo.peak.callsPerSecond) * 100)}%`,
+      `${Math.round(vsEcho(index) * 100)}%`,
       t.peak.p50Ms.toFixed(2),
       t.peak.p99Ms.toFixed(2),
       t.peak.serverCores.toFixed(2),
@@ -310,6 +334,7 @@ export async function benchDecision(options: DecisionBenchOptions): Promise<void
         `echo via h2load (C client, one fixed body): ${echoH2load}\n`,
     );
   } finally {
+    for (const target of prepared) await target.server.stop();
     redis.disconnect();
     await redisServer.stop();
     rmSync(dir, { recursive: true, force: true });
