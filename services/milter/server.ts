@@ -75,6 +75,8 @@ class MilterConnection implements ConnectionHandler {
   private readonly queued: MilterCommand[] = [];
   private deciding: Promise<void> | undefined;
   private out: Buffer[] = [];
+  /** The MTA has ended its side of the connection (QUIT, or a half-close). */
+  private peerEnded = false;
 
   constructor(
     private readonly socket: Socket,
@@ -109,8 +111,16 @@ class MilterConnection implements ConnectionHandler {
         code: "closed",
         message: `the MTA closed the connection inside a frame (${this.decoder.pending} bytes)`,
       });
-    } else if (!this.socket.writableEnded) {
-      this.socket.end(); // not yet ended by QUIT
+      return;
+    }
+    this.peerEnded = true;
+    this.endIfDone();
+  }
+
+  /** Ends our side once the MTA has ended its own and every command it sent is answered. */
+  private endIfDone(): void {
+    if (this.peerEnded && this.deciding === undefined && this.queued.length === 0 && !this.socket.writableEnded) {
+      this.socket.end();
     }
   }
 
@@ -121,6 +131,7 @@ class MilterConnection implements ConnectionHandler {
       this.apply({ kind: "command", command });
     }
     this.flush();
+    this.endIfDone();
   }
 
   private apply(input: SessionInput): void {

@@ -116,6 +116,9 @@ class PolicyConnection implements ConnectionHandler {
     private readonly options: PolicyServerOptions,
   ) {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    // The peer has sent all it will: answer what it asked, then close (a request cut short is
+    // not answered).
+    socket.on("end", () => void this.tail.then(() => this.socket.end()));
     socket.on("error", () => socket.destroy()); // reset by peer: nothing to answer
   }
 

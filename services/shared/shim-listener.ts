@@ -46,7 +46,10 @@ export async function listenShim(options: {
   handle: (socket: Socket) => ConnectionHandler;
 }): Promise<ShimListener> {
   const connections = new Map<Socket, ConnectionHandler>();
-  const server: Server = createServer({ noDelay: true }, (socket) => {
+  // allowHalfOpen: a peer that shuts down its side after sending (Exim's readsocket does, with
+  // its "shutdown" option) still gets its answers; each handler ends the connection once it has
+  // answered everything it was asked.
+  const server: Server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
     options.metrics.connectionOpened();
     socket.setTimeout(options.idleTimeoutMs, () => socket.destroy());
     socket.once("close", () => {

@@ -217,6 +217,15 @@ describe("greyfleet milter in front of greyfleet serve", () => {
     assert.equal(shim.child.exitCode, null);
   });
 
+  it("answers a recipient the MTA half-closed the connection after, then closes", async () => {
+    const session = await smtpSession(milter, ipv4("192.0.2.41"));
+    assertContinue(await session.mail("half-close@example.org"));
+    const reply = session.rcpt("half-close@example.com");
+    session.end(); // EOF right behind RCPT, before its answer
+    assertReplyCode(await reply, GREYLISTED);
+    await session.closed;
+  });
+
   it("counts a client that disconnects inside a frame, and goes on serving", async () => {
     const cut = await smtpSession(milter, ipv4("192.0.2.40"));
     cut.sendRaw(Buffer.from([0, 0, 0, 0x16, C.SMFIC_MAIL, 0x3c, 0x61])); // 7 of MAIL's 26 bytes
@@ -243,12 +252,12 @@ describe("greyfleet milter in front of greyfleet serve", () => {
     // Totals of the tests above: every recipient answered once, each in its own stage.
     assert.deepEqual(
       [await requests("rcpt", "defer"), await requests("rcpt", "accept"), await requests("rcpt", "local")],
-      [10, 10, 1],
+      [11, 10, 1],
     );
     assert.deepEqual([await requests("data", "defer"), await requests("data", "accept")], [4, 1]);
-    assert.equal(await metric(at, "greyfleet_shim_decision_call_duration_seconds_count", { shim: "milter" }), 25);
+    assert.equal(await metric(at, "greyfleet_shim_decision_call_duration_seconds_count", { shim: "milter" }), 26);
     assert.equal(await metric(at, "greyfleet_shim_failure_mode_activations_total", {}), 0);
-    assert.equal(await metric(at, "greyfleet_shim_connections_total", { shim: "milter" }), 15);
+    assert.equal(await metric(at, "greyfleet_shim_connections_total", { shim: "milter" }), 16);
     await waitFor("every MTA connection closed", async () => {
       return (await metric(at, "greyfleet_shim_open_connections", { shim: "milter" })) === 0;
     });

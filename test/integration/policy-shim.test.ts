@@ -97,6 +97,15 @@ describe("policy shim", () => {
     client.close();
   });
 
+  it("answers a client that shuts down its side after its requests (Exim's readsocket), then closes", async () => {
+    const client = await PolicyClient.open(address(policy));
+    const replies = [client.next(), client.next()];
+    client.write(policyRequest({ recipient: "half1@example.com" }) + policyRequest({ recipient: "half2@example.com" }));
+    client.close(); // FIN right after the requests, before any answer
+    assert.deepEqual(await Promise.all(replies), [DEFER, DEFER]);
+    await client.closed;
+  });
+
   it("greylists the null sender at DATA, not at RCPT", async () => {
     const client = await PolicyClient.open(address(policy));
     const bounce = { sender: "", recipient: "bounce@example.com" };
