@@ -74,4 +74,11 @@ describe("clientNetwork", () => {
   it("treats an IPv4-mapped IPv6 client as IPv4", () => {
     assert.equal(network("::ffff:192.0.2.9"), "192.0.2.0/24");
   });
+  it("groups a client behind the well-known NAT64 prefix by the IPv4 address it carries", () => {
+    assert.equal(network("64:ff9b::192.0.2.9"), "192.0.2.0/24");
+    assert.equal(network("64:ff9b::c000:2fe"), network("192.0.2.254"));
+    assert.notEqual(network("64:ff9b::198.51.100.1"), network("64:ff9b::192.0.2.9"));
+    // Only the well-known /96: a neighbouring prefix is an ordinary IPv6 network.
+    assert.equal(network("64:ff9b:1::192.0.2.9"), "64:ff9b:1:0:0:0:0:0/64");
+  });
 });

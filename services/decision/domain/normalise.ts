@@ -15,8 +15,22 @@ export interface NetworkGrouping {
 
 /** The client network an address belongs to, e.g. "192.0.2.0/24" or "2001:db8:0:0:0:0:0:0/64". */
 export function clientNetwork(address: IpAddress, grouping: NetworkGrouping): string {
-  const prefix = address.family === 4 ? grouping.ipv4PrefixLength : grouping.ipv6PrefixLength;
-  return `${formatIp(maskIp(address, prefix))}/${prefix}`;
+  const client = nat64Client(address) ?? address;
+  const prefix = client.family === 4 ? grouping.ipv4PrefixLength : grouping.ipv6PrefixLength;
+  return `${formatIp(maskIp(client, prefix))}/${prefix}`;
+}
+
+/** RFC 6052's well-known NAT64 prefix, 64:ff9b::/96. */
+const NAT64_PREFIX = [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/**
+ * The IPv4 client a translated address (64:ff9b::/96) carries in its last 32 bits. Grouped by
+ * its /64, every IPv4 client of an MX behind such a translator would be one network: one pass
+ * would count for all of them, and one greytrap hit would block them all.
+ */
+function nat64Client(address: IpAddress): IpAddress | undefined {
+  if (address.family !== 6 || !NAT64_PREFIX.every((byte, i) => address.bytes[i] === byte)) return undefined;
+  return { family: 4, bytes: address.bytes.slice(12) };
 }
 
 function stripAngles(address: string): string {
