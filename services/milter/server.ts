@@ -77,6 +77,8 @@ class MilterConnection implements ConnectionHandler {
   private out: Buffer[] = [];
   /** The MTA has ended its side of the connection (QUIT, or a half-close). */
   private peerEnded = false;
+  /** Callers of idle() waiting for the message in progress to end. */
+  private readonly idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly socket: Socket,
@@ -85,10 +87,25 @@ class MilterConnection implements ConnectionHandler {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("end", () => this.onEnd());
     socket.on("error", () => socket.destroy()); // reset by the MTA: nothing left to answer
+    socket.on("close", () => this.wakeIdleWaiters());
   }
 
+  /**
+   * Settles once no message is in progress (between MAIL and its end of message or ABORT): a
+   * graceful stop lets the MTA finish the message rather than fall back on milter_default_action
+   * for it. A session waiting between messages is idle.
+   */
   idle(): Promise<void> {
-    return this.deciding ?? Promise.resolve();
+    if (this.betweenMessages()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private betweenMessages(): boolean {
+    return this.socket.destroyed || (this.state.phase !== "message" && this.state.phase !== "awaiting_decision");
+  }
+
+  private wakeIdleWaiters(): void {
+    if (this.idleWaiters.length > 0 && this.betweenMessages()) for (const wake of this.idleWaiters.splice(0)) wake();
   }
 
   private onData(chunk: Buffer): void {
@@ -132,6 +149,7 @@ class MilterConnection implements ConnectionHandler {
     }
     this.flush();
     this.endIfDone();
+    this.wakeIdleWaiters();
   }
 
   private apply(input: SessionInput): void {

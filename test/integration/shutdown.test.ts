@@ -1,12 +1,15 @@
-/** SIGTERM: stop accepting, let in-flight calls finish, exit 0. */
+/** SIGTERM: stop accepting, let in-flight calls and messages finish, exit 0. */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
 import { rcpt } from "../support/engine";
 import { GreyfleetProcess } from "../support/greyfleet-process";
 import { TestClient } from "../support/grpc-clients";
+import { assertContinue, assertReplyCode, ipv4, smtpSession } from "../support/milter-client";
 import { RedisServer, uniquePrefix } from "../support/redis-server";
 import { waitFor } from "../support/wait";
+
+const GREYLISTED = "451 4.7.1 Greylisted, please try again later";
 
 describe("graceful shutdown", () => {
   let redis: RedisServer;
@@ -53,5 +56,36 @@ describe("graceful shutdown", () => {
     assert.equal(await exit, 0);
     admin.disconnect();
     client.close();
+  });
+
+  it("lets a milter session finish the message in progress; a session between messages does not hold it up", async () => {
+    const proc = await GreyfleetProcess.start([
+      "all",
+      "--store",
+      redis.url,
+      "--redis-key-prefix",
+      uniquePrefix(),
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "",
+      "--policy-listen",
+      "",
+      "--milter-listen",
+      "127.0.0.1:0",
+    ]);
+    const milter = proc.logged(/milter server listening/, "milter");
+    const waiting = await smtpSession(milter, ipv4("192.0.2.60")); // connected, no message yet
+    const busy = await smtpSession(milter, ipv4("192.0.2.61"));
+    assertContinue(await busy.mail("shutdown@example.org"));
+    assertReplyCode(await busy.rcpt("first@example.com"), GREYLISTED);
+    const exit = proc.stop("SIGTERM");
+    await waitFor("the shutdown to begin", () => proc.lines.some((line) => /msg="shutting down"/.test(line)));
+    // The message goes on: another recipient is still decided.
+    assertReplyCode(await busy.rcpt("second@example.com"), GREYLISTED);
+    assert.equal(proc.child.exitCode, null, "still running while a message is in progress");
+    busy.abort(); // the MTA ends the message: nothing is in progress any more
+    assert.equal(await exit, 0);
+    await Promise.all([busy.closed, waiting.closed]);
   });
 });
