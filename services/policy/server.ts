@@ -118,7 +118,8 @@ class PolicyConnection implements ConnectionHandler {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     // The peer has sent all it will: answer what it asked, then close (a request cut short is
     // not answered).
-    socket.on("end", () => void this.tail.then(() => this.socket.end()));
+    const end = (): void => void this.socket.end();
+    socket.on("end", () => void this.tail.then(end, end));
     socket.on("error", () => socket.destroy()); // reset by peer: nothing to answer
   }
 

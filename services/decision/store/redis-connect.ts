@@ -40,7 +40,7 @@ function baseOptions(connectTimeoutMs: number): RedisOptions {
     // Reconnect for ever, at most once a second.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
     // Not ioredis' auto-pipelining on one server: it holds every new command until the batch in
-    // flight is answered, so the service idles in lockstep with Redis. coalesceWrites batches
+    // flight is answered, so the service idles in lockstep with Redis. WriteCoalescer batches
     // instead (the Cluster client keeps auto-pipelining, which groups commands by node).
     enableAutoPipelining: false,
   };
