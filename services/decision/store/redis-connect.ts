@@ -39,33 +39,38 @@ function baseOptions(connectTimeoutMs: number): RedisOptions {
     connectTimeout: connectTimeoutMs,
     // Reconnect for ever, at most once a second.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
-    // Not ioredis' auto-pipelining on one server: it holds every new command until the batch in
-    // flight is answered, so the service idles in lockstep with Redis. WriteCoalescer batches
-    // instead (the Cluster client keeps auto-pipelining, which groups commands by node).
+    // Not ioredis' auto-pipelining: it holds every new command until the batch in flight is
+    // answered, so the service idles in lockstep with Redis. WriteCoalescer batches instead.
     enableAutoPipelining: false,
   };
 }
 
 /**
- * Commands sent to one server in one turn of the event loop leave in one write, and a write
- * never waits for the replies to earlier ones: the socket is corked on the first command and
+ * Commands sent in one turn of the event loop leave in one write per server, and a write never
+ * waits for the replies to earlier ones: the connections are corked on the first command and
  * uncorked once the turn's I/O callbacks have run.
  */
 export class WriteCoalescer {
   private corked = false;
 
-  constructor(private readonly client: Redis) {}
+  /** `connections`: the server's connection, or a Cluster's masters (read again every turn). */
+  constructor(private readonly connections: () => readonly Redis[]) {}
 
   /** Call before sending a command. */
   beforeCommand(): void {
     if (this.corked) return;
-    const stream = this.client.stream;
-    if (stream === undefined || stream.destroyed || this.client.status !== "ready") return;
+    const streams: Redis["stream"][] = [];
+    for (const client of this.connections()) {
+      const stream = client.stream;
+      if (stream === undefined || stream.destroyed || client.status !== "ready") continue;
+      stream.cork();
+      streams.push(stream);
+    }
+    if (streams.length === 0) return;
     this.corked = true;
-    stream.cork();
     setImmediate(() => {
       this.corked = false;
-      stream.uncork();
+      for (const stream of streams) stream.uncork();
     });
   }
 }
@@ -91,7 +96,7 @@ export function connectRedis(target: RedisTarget, options: RedisConnectOptions):
   if (target.kind === "cluster") {
     const clusterOptions: ClusterOptions = {
       enableOfflineQueue: false,
-      enableAutoPipelining: true,
+      enableAutoPipelining: false, // see baseOptions
       // While the cluster is down or failing over, retry finding it for ever (each call is
       // bounded by the engine's timeout, not by ioredis).
       clusterRetryStrategy: (attempt) => Math.min(100 + attempt * 100, 1_000),

@@ -86,19 +86,19 @@ export class RedisStore implements Store {
   private readonly cluster: boolean;
   private readonly keys: RedisKeys;
   private readonly clockOffsetMs: () => number;
-  /** Batches the decisions' writes on one server (a Cluster client auto-pipelines per node). */
-  private readonly coalescer: WriteCoalescer | undefined;
+  /** Batches the decisions' writes per server. */
+  private readonly coalescer: WriteCoalescer;
 
   constructor(options: RedisStoreOptions) {
     const connected = connectRedis(options.target, options);
     const redis = connected.client;
     this.redis = defineScripts<typeof redis>(redis);
     this.cluster = connected.cluster;
-    this.coalescer = connected.cluster ? undefined : new WriteCoalescer(connected.client);
     this.connection = {
       client: this.redis,
       nodes: (): Redis[] => (connected.cluster ? connected.client.nodes("master") : [connected.client]),
     };
+    this.coalescer = new WriteCoalescer(this.connection.nodes);
     this.keys = new RedisKeys(options.keyPrefix);
     this.clockOffsetMs = options.clockOffsetMs ?? (() => 0);
     const onEvent = options.onEvent ?? (() => {});
@@ -113,8 +113,8 @@ export class RedisStore implements Store {
     const triplet = this.keys.triplet(netId, tripletId(query));
     const args = [policyArgument(policy), query.singleUse ? "1" : "0", this.clockOffsetMs()];
     // On one server the script reads the pair; on a Cluster it lives in another slot, so it is
-    // read by a GET sent in the same write (auto-pipelining: still one round trip).
-    this.coalescer?.beforeCommand();
+    // read by a GET sent in the same turn (in flight together: still one round trip).
+    this.coalescer.beforeCommand();
     const decided = this.cluster
       ? this.redis.greyfleetDecideInSlot(triplet, this.keys.client(netId), this.keys.block(netId), ...args)
       : this.redis.greyfleetDecide(triplet, this.keys.client(netId), this.keys.block(netId), pairKey, ...args);
