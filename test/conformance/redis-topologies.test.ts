@@ -11,6 +11,7 @@ import { parseStoreUrl } from "../../services/shared/store-url";
 import { DEFAULT_POLICY } from "../support/engine";
 import { uniquePrefix } from "../support/redis-server";
 import { RedisCluster, RedisSentinel } from "../support/redis-topologies";
+import { waitFor } from "../support/wait";
 import { storeConformance } from "./suite";
 
 function target(url: string): RedisTarget {
@@ -53,7 +54,7 @@ for (const [name, start] of [
 }
 
 describe("redis cluster specifics", () => {
-  it("spreads triplets over all three masters, each with its network's records in one slot", async () => {
+  it("spreads triplets over all three masters, each with its network's records in one slot, and does not hold writes back", async () => {
     const cluster = await RedisCluster.start();
     const prefix = uniquePrefix();
     const store = new RedisStore({ target: target(cluster.url), keyPrefix: prefix, connectTimeoutMs: 2_000 });
@@ -78,6 +79,38 @@ describe("redis cluster specifics", () => {
         assert.ok(keys.length > 0, `master on port ${master.port} holds triplets`);
       }
       assert.equal((await store.stats(5)).pendingTriplets, 60);
+
+      // While the masters hold a decision (paused writers), a second one for the same master
+      // still reaches it: writes are batched per turn, never held behind an unanswered batch.
+      const clients = masters.map((master) => master.client());
+      const held = async () => {
+        for (const client of clients) {
+          const line = String(await client.call("CLIENT", "LIST"))
+            .split("\n")
+            .find((l) => / flags=b .* cmd=evalsha /.test(l));
+          if (line) return line;
+        }
+        return undefined;
+      };
+      const query = { network: "10.200.0.0/24", sender: "a@example.org", singleUse: false, outbound: false };
+      try {
+        for (const client of clients) await client.call("CLIENT", "PAUSE", "10000", "WRITE");
+        const first = store.decide({ ...query, recipient: "held1@example.com" }, DEFAULT_POLICY);
+        await waitFor("the first decision to wait in Redis", held);
+        const second = store.decide({ ...query, recipient: "held2@example.com" }, DEFAULT_POLICY);
+        await waitFor(
+          "the second decision to reach the master before the first is answered",
+          async () => Number(/ qbuf=(\d+) /.exec((await held()) ?? "")?.[1] ?? 0) > 0,
+        );
+        for (const client of clients) await client.call("CLIENT", "UNPAUSE");
+        assert.equal((await first).outcome.kind, "new_triplet");
+        assert.equal((await second).outcome.kind, "new_triplet");
+      } finally {
+        for (const client of clients) {
+          await client.call("CLIENT", "UNPAUSE");
+          client.disconnect();
+        }
+      }
     } finally {
       await store.close();
       await cluster.stop();
