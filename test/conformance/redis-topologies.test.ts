@@ -9,9 +9,8 @@ import { RedisStore } from "../../services/decision/store/redis";
 import type { RedisTarget } from "../../services/decision/store/redis-connect";
 import { parseStoreUrl } from "../../services/shared/store-url";
 import { DEFAULT_POLICY } from "../support/engine";
-import { uniquePrefix } from "../support/redis-server";
+import { decideTwiceWhileHeld, uniquePrefix } from "../support/redis-server";
 import { RedisCluster, RedisSentinel } from "../support/redis-topologies";
-import { waitFor } from "../support/wait";
 import { storeConformance } from "./suite";
 
 function target(url: string): RedisTarget {
@@ -83,33 +82,17 @@ describe("redis cluster specifics", () => {
       // While the masters hold a decision (paused writers), a second one for the same master
       // still reaches it: writes are batched per turn, never held behind an unanswered batch.
       const clients = masters.map((master) => master.client());
-      const held = async () => {
-        for (const client of clients) {
-          const line = String(await client.call("CLIENT", "LIST"))
-            .split("\n")
-            .find((l) => / flags=b .* cmd=evalsha /.test(l));
-          if (line) return line;
-        }
-        return undefined;
-      };
       const query = { network: "10.200.0.0/24", sender: "a@example.org", singleUse: false, outbound: false };
       try {
-        for (const client of clients) await client.call("CLIENT", "PAUSE", "10000", "WRITE");
-        const first = store.decide({ ...query, recipient: "held1@example.com" }, DEFAULT_POLICY);
-        await waitFor("the first decision to wait in Redis", held);
-        const second = store.decide({ ...query, recipient: "held2@example.com" }, DEFAULT_POLICY);
-        await waitFor(
-          "the second decision to reach the master before the first is answered",
-          async () => Number(/ qbuf=(\d+) /.exec((await held()) ?? "")?.[1] ?? 0) > 0,
+        const held = await decideTwiceWhileHeld(clients, (nth) =>
+          store.decide({ ...query, recipient: `held${nth}@example.com` }, DEFAULT_POLICY),
         );
-        for (const client of clients) await client.call("CLIENT", "UNPAUSE");
-        assert.equal((await first).outcome.kind, "new_triplet");
-        assert.equal((await second).outcome.kind, "new_triplet");
+        assert.deepEqual(
+          held.map((decision) => decision.outcome.kind),
+          ["new_triplet", "new_triplet"],
+        );
       } finally {
-        for (const client of clients) {
-          await client.call("CLIENT", "UNPAUSE");
-          client.disconnect();
-        }
+        for (const client of clients) client.disconnect();
       }
     } finally {
       await store.close();

@@ -15,7 +15,7 @@ import { networkId, RedisKeys, tripletId } from "../../services/decision/store/k
 import { rcpt } from "../support/engine";
 import { GreyfleetProcess } from "../support/greyfleet-process";
 import { TestClient } from "../support/grpc-clients";
-import { formatReply, ipv4, type MilterClient, replyCode, smtpSession } from "../support/milter-client";
+import { formatReply, GREYLISTED, ipv4, type MilterClient, replyCode, smtpSession } from "../support/milter-client";
 import { PolicyClient } from "../support/policy-client";
 import { uniquePrefix } from "../support/redis-server";
 import { RedisCluster, RedisSentinel } from "../support/redis-topologies";
@@ -59,7 +59,6 @@ function load(clients: readonly TestClient[]) {
 }
 
 const DEFER = "action=DEFER_IF_PERMIT Greylisted, please try again later";
-const GREYLISTED = "451 4.7.1 Greylisted, please try again later";
 
 /** A shim request that takes longer than this is counted as hung. */
 const HUNG_MS = 3_000;

@@ -19,6 +19,7 @@ import {
   assertContinue,
   assertReplyCode,
   assertXGreylistThenContinue,
+  GREYLISTED,
   ipv4,
   MilterClient,
   replyCode,
@@ -28,7 +29,6 @@ import {
 import { freePort } from "../support/ports";
 import { waitFor } from "../support/wait";
 
-const GREYLISTED = "451 4.7.1 Greylisted, please try again later";
 const UNAVAILABLE = "451 4.3.0 Greylisting service temporarily unavailable, please try again later";
 const LOCAL: readonly string[] = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
 

@@ -5,11 +5,9 @@ import { Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
 import { rcpt } from "../support/engine";
 import { GreyfleetProcess } from "../support/greyfleet-process";
 import { TestClient } from "../support/grpc-clients";
-import { assertContinue, assertReplyCode, ipv4, smtpSession } from "../support/milter-client";
-import { RedisServer, uniquePrefix } from "../support/redis-server";
+import { assertContinue, assertReplyCode, GREYLISTED, ipv4, smtpSession } from "../support/milter-client";
+import { heldEvalsha, RedisServer, uniquePrefix } from "../support/redis-server";
 import { waitFor } from "../support/wait";
-
-const GREYLISTED = "451 4.7.1 Greylisted, please try again later";
 
 describe("graceful shutdown", () => {
   let redis: RedisServer;
@@ -19,10 +17,10 @@ describe("graceful shutdown", () => {
   after(async () => {
     await redis?.stop();
   });
-
-  it("finishes a call in flight when SIGTERM arrives, then exits 0", async () => {
-    const proc = await GreyfleetProcess.start([
-      "serve",
+  /** `greyfleet <command>` on the test's Redis with its own key prefix, gRPC on a free port. */
+  const start = (command: "serve" | "all", ...extra: string[]) =>
+    GreyfleetProcess.start([
+      command,
       "--store",
       redis.url,
       "--redis-key-prefix",
@@ -31,18 +29,18 @@ describe("graceful shutdown", () => {
       "127.0.0.1:0",
       "--metrics-listen",
       "",
-      "--store-timeout",
-      "5s",
+      ...extra,
     ]);
+
+  it("finishes a call in flight when SIGTERM arrives, then exits 0", async () => {
+    const proc = await start("serve", "--store-timeout", "5s");
     const client = new TestClient(proc.grpcAddress);
     await client.check(rcpt({ recipient: "warm-up@example.com" }));
     // Pause Redis writes: the next decision blocks inside Redis, visibly (CLIENT LIST flags=b).
     const admin = redis.client();
     await admin.call("CLIENT", "PAUSE", "10000", "WRITE");
     const inFlight = client.check(rcpt({ recipient: "in-flight@example.com" }), 15_000);
-    await waitFor("the decision to block in Redis", async () =>
-      /flags=b .*cmd=evalsha/.test(String(await admin.call("CLIENT", "LIST"))),
-    );
+    await waitFor("the decision to block in Redis", () => heldEvalsha([admin]));
     const exit = proc.stop("SIGTERM");
     await waitFor("the shutdown to begin", () => proc.lines.some((line) => /msg="shutting down"/.test(line)));
     assert.equal(proc.child.exitCode, null, "still running while a call is in flight");
@@ -59,21 +57,7 @@ describe("graceful shutdown", () => {
   });
 
   it("lets a milter session finish the message in progress; a session between messages does not hold it up", async () => {
-    const proc = await GreyfleetProcess.start([
-      "all",
-      "--store",
-      redis.url,
-      "--redis-key-prefix",
-      uniquePrefix(),
-      "--listen",
-      "127.0.0.1:0",
-      "--metrics-listen",
-      "",
-      "--policy-listen",
-      "",
-      "--milter-listen",
-      "127.0.0.1:0",
-    ]);
+    const proc = await start("all", "--policy-listen", "", "--milter-listen", "127.0.0.1:0");
     const milter = proc.logged(/milter server listening/, "milter");
     const waiting = await smtpSession(milter, ipv4("192.0.2.60")); // connected, no message yet
     const busy = await smtpSession(milter, ipv4("192.0.2.61"));

@@ -14,6 +14,9 @@ import { encodeFrame } from "../../services/milter/encode";
 /** What Postfix 3.7.11 and sendmail 8.17 offer: `00 00 00 06 | 00 00 01 ff | 00 1f ff ff`. */
 export const POSTFIX_OFFER = { version: 6, actions: C.SMFI_CURR_ACTS, protocol: C.SMFI_CURR_PROT } as const;
 
+/** The REPLYCODE text of a greylisting deferral with the default reply. */
+export const GREYLISTED = "451 4.7.1 Greylisted, please try again later";
+
 /** Largest reply the client accepts, bytes (command + data); the shim never sends more. */
 const MAX_REPLY_BYTES = C.MILTER_MAX_DATA_SIZE + 1;
 

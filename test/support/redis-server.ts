@@ -97,3 +97,39 @@ export class RedisServer extends RedisProcess {
 export function uniquePrefix(): string {
   return `t${randomBytes(4).toString("hex")}:`;
 }
+
+/** The CLIENT LIST line of a connection whose EVALSHA one of `servers` holds (flags=b: blocked by CLIENT PAUSE). */
+export async function heldEvalsha(servers: readonly Redis[]): Promise<string | undefined> {
+  for (const server of servers) {
+    const line = String(await server.call("CLIENT", "LIST"))
+      .split("\n")
+      .find((l) => / flags=b .* cmd=evalsha /.test(l));
+    if (line) return line;
+  }
+  return undefined;
+}
+
+/**
+ * Pauses writers on `servers`, asks `decide(1)` (held inside Redis), then `decide(2)`, and waits
+ * until the second has reached Redis (the held connection's query buffer fills) while the first
+ * is still unanswered; then unpauses and returns both answers.
+ */
+export async function decideTwiceWhileHeld<T>(
+  servers: readonly Redis[],
+  decide: (nth: 1 | 2) => Promise<T>,
+): Promise<[T, T]> {
+  try {
+    for (const server of servers) await server.call("CLIENT", "PAUSE", "10000", "WRITE");
+    const first = decide(1);
+    await waitFor("the first decision to wait in Redis", () => heldEvalsha(servers));
+    const second = decide(2);
+    await waitFor(
+      "the second decision to reach Redis before the first is answered",
+      async () => Number(/ qbuf=(\d+) /.exec((await heldEvalsha(servers)) ?? "")?.[1] ?? 0) > 0,
+    );
+    for (const server of servers) await server.call("CLIENT", "UNPAUSE");
+    return [await first, await second];
+  } finally {
+    for (const server of servers) await server.call("CLIENT", "UNPAUSE");
+  }
+}
