@@ -201,6 +201,19 @@ describe("Lists.recipient", () => {
     assert.equal(lists.recipient("greytrap", "bob@example.com", 0), undefined);
     assert.equal(lists.recipient("greytrap", "trap@example.org", 0), undefined);
   });
+  it("matches in a list that holds only a regex, and never in an empty list", () => {
+    const regexOnly = new Lists([
+      entry("recipient_opt_out", "/^list-[a-z]+@example\\.com$/"),
+      entry("sender_whitelist", "news@example.org"),
+    ]);
+    assert.equal(
+      regexOnly.recipient("recipient_opt_out", "List-X@example.com", 0)?.value,
+      "/^list-[a-z]+@example\\.com$/",
+    );
+    assert.equal(regexOnly.recipient("greytrap", "list-x@example.com", 0), undefined);
+    assert.equal(regexOnly.sender("news@example.org", 0)?.value, "news@example.org");
+    assert.equal(regexOnly.clientName("mx.example.org", 0), undefined);
+  });
 });
 
 describe("Lists.sizes and has", () => {

@@ -101,6 +101,11 @@ export class NameIndex {
     else push(this.names, parsed.canonical, entry);
   }
 
+  /** No entry at all: nothing can match (lookups run on every request). */
+  get empty(): boolean {
+    return this.names.size === 0 && this.regexes.length === 0;
+  }
+
   find(name: string, nowMs: number): ListEntryValue | undefined {
     let hit = firstInForce(this.names.get(name), nowMs);
     for (let dot = name.indexOf("."); !hit && dot !== -1; dot = name.indexOf(".", dot + 1)) {
@@ -125,6 +130,11 @@ export class MailIndex {
     else if (parsed.form === "address") push(this.addresses, parsed.canonical, entry);
     else if (parsed.form === "local") push(this.locals, parsed.canonical, entry);
     else push(this.domains, parsed.canonical, entry);
+  }
+
+  /** No entry at all: nothing can match (lookups run on every request). */
+  get empty(): boolean {
+    return this.addresses.size + this.locals.size + this.domains.size + this.regexes.length === 0;
   }
 
   address(address: string, nowMs: number): ListEntryValue | undefined {

@@ -71,6 +71,7 @@ export class Lists {
 
   /** The client_name_whitelist entry for a verified client name; "", "unknown" and "[address]" never match. */
   clientName(name: string, nowMs: number): ListEntryValue | undefined {
+    if (this.names.empty) return undefined;
     let host = name.toLowerCase();
     if (host.endsWith(".")) host = host.slice(0, -1);
     if (host === "" || host === "unknown" || host.startsWith("[") || host.length > MAX_MATCH_LENGTH) return undefined;
@@ -84,6 +85,7 @@ export class Lists {
    * The null sender never matches.
    */
   sender(sender: string, nowMs: number): ListEntryValue | undefined {
+    if (this.senders.empty) return undefined;
     const address = normaliseRecipient(sender); // brackets removed, lower case: nothing else
     const at = address.lastIndexOf("@");
     if (at <= 0 || address.length > MAX_MATCH_LENGTH) return undefined;
@@ -101,9 +103,10 @@ export class Lists {
     recipient: string,
     nowMs: number,
   ): ListEntryValue | undefined {
+    const index = this.recipients[kind];
+    if (index.empty) return undefined;
     const address = normaliseRecipient(recipient);
     if (address === "" || address.length > MAX_MATCH_LENGTH) return undefined;
-    const index = this.recipients[kind];
     const at = address.lastIndexOf("@");
     const local = at === -1 ? address : address.slice(0, at);
     const domain = at === -1 ? "" : address.slice(at + 1);
