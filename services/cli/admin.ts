@@ -39,7 +39,8 @@ export const ADMIN_USAGE = `usage: greyfleet admin [--server HOST:PORT] [--json]
   flush ADDRESS                             forget a client network, the grouping network of ADDRESS (triplets, auto-whitelist, greytrap block)
   stats                                     counts of the state and the lists
   export [FILE]                             the whole state as JSON Lines (stdout by default)
-  restore FILE                              write a JSON Lines export into the store ("-" = stdin)
+  restore FILE                              write a JSON Lines export into the store ("-" = stdin);
+                                            where the store holds a record as new or newer, it stays
 
 KIND: ${LIST_KIND_NAMES.join(", ")}
 E (expiry): a duration from now (30d, 12h) or a date (2026-12-31, 2026-12-31T18:00:00Z)
@@ -324,7 +325,12 @@ export async function runAdmin(argv: readonly string[], out: NodeJS.WritableStre
       case "restore": {
         if (args.length !== 1) throw new UsageError("restore takes one FILE (or - for stdin)");
         const result = await client.import(await readRecords(args[0] as string));
-        print(result, () => out.write(`imported ${result.imported} records, skipped ${result.expired} expired\n`));
+        print(result, () =>
+          out.write(
+            `imported ${result.imported} records, kept ${result.kept} the store held as new or newer, ` +
+              `skipped ${result.expired} expired\n`,
+          ),
+        );
         return 0;
       }
       default:

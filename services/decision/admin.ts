@@ -13,7 +13,7 @@ import { type GreylistPolicy, verdict } from "./domain/verdict";
 import type { Engine } from "./engine";
 import type { ListsCache } from "./lists-cache";
 import { applyRules } from "./rules";
-import type { EntryKey, StateRecord, Store, StoreOutcome, StoreStats, TripletQuery } from "./store/store";
+import type { EntryKey, ImportResult, StateRecord, Store, StoreOutcome, StoreStats, TripletQuery } from "./store/store";
 import { isInvalid, type ValidCheck, validateCheck } from "./validate";
 
 /** Longest accepted list entry comment, bytes. */
@@ -172,7 +172,7 @@ export class Admin {
    * AddEntries does them, and times must be plausible: a bad record stops the import there,
    * naming it.
    */
-  async importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
+  async importRecords(records: AsyncIterable<StateRecord>): Promise<ImportResult> {
     const result = await this.deps.store.importRecords(checkedRecords(records));
     await this.deps.lists.refresh();
     return result;

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ListEntryValue } from "../../services/decision/domain/lists";
 import type { GreylistPolicy } from "../../services/decision/domain/verdict";
+import { networkId, outboundId, tripletId } from "../../services/decision/store/keys";
 import type { GreylistStore, StateRecord, Store, TripletQuery } from "../../services/decision/store/store";
 import { DEFAULT_POLICY } from "../support/engine";
 
@@ -294,6 +295,72 @@ export function storeConformance(
           assert.equal(b.outbound, a.outbound);
         }
         assert.equal((await target.listEntries()).length, (await sut.store.listEntries()).length);
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("a restore keeps the store's newer records and replaces older ones, so it can run twice", async () => {
+      const q = fresh();
+      const trapped = fresh().network; // a blocked network decides nothing: not q's
+      const pair = { local: `local${counter}@example.com`, external: `far${counter}@example.org` };
+      const listed = entry("sender_whitelist", `restore${counter}@example.org`);
+      const mine = async (store: Store): Promise<StateRecord[]> =>
+        (await collect(store.exportRecords()))
+          .filter((r) =>
+            r.type === "triplet"
+              ? r.id === tripletId(q)
+              : r.type === "client" || r.type === "block"
+                ? r.networkId === networkId(r.type === "client" ? q.network : trapped)
+                : r.type === "outbound"
+                  ? r.id === outboundId(pair)
+                  : r.entry.value === listed.value,
+          )
+          .sort((a, b) => a.type.localeCompare(b.type));
+      /** What restoreOrder compares, and whether a triplet has passed. */
+      const summary = (records: StateRecord[]) =>
+        records.map((r) =>
+          r.type === "triplet"
+            ? `triplet l=${r.lastSeenMs} passed=${r.passedMs > 0}`
+            : r.type === "client"
+              ? `client l=${r.lastSeenMs}`
+              : r.type === "entry"
+                ? `entry created=${r.entry.createdAtMs} ${r.entry.comment}`
+                : `${r.type} ends in ${Math.round(r.expiresMs / 60_000)} min`,
+        );
+      const replay = (records: StateRecord[]) =>
+        (async function* () {
+          yield* records;
+        })();
+
+      await decide(q);
+      await sut.store.blockNetwork(trapped, H);
+      await sut.store.learnOutbound([pair], D);
+      await sut.store.putEntries([listed]);
+      const older = await mine(sut.store);
+      assert.deepEqual(
+        older.map((r) => r.type),
+        ["block", "entry", "outbound", "triplet"],
+      );
+      sut.advance(301 * S);
+      await decide(q); // passes: seen later, and the network gets a client record
+      await sut.store.blockNetwork(trapped, 2 * H);
+      await sut.store.learnOutbound([pair], 2 * D);
+      await sut.store.putEntries([{ ...listed, comment: "newer", createdAtMs: listed.createdAtMs + 1 }]);
+      const newer = await mine(sut.store);
+      assert.equal(newer.length, 5);
+
+      assert.deepEqual(await sut.store.importRecords(replay(older)), { imported: 0, expired: 0, kept: 4 });
+      assert.deepEqual(summary(await mine(sut.store)), summary(newer), "the newer state stays");
+      assert.equal((await decide(q)).kind, "known_triplet");
+
+      const target = await openEmpty();
+      try {
+        assert.deepEqual(await target.importRecords(replay(older)), { imported: 4, expired: 0, kept: 0 });
+        assert.deepEqual(summary(await mine(target)), summary(older));
+        assert.deepEqual(await target.importRecords(replay(newer)), { imported: 5, expired: 0, kept: 0 });
+        assert.deepEqual(summary(await mine(target)), summary(newer), "the older state is replaced");
+        assert.deepEqual(await target.importRecords(replay(newer)), { imported: 0, expired: 0, kept: 5 });
       } finally {
         await target.close();
       }

@@ -205,7 +205,13 @@ describe("greyfleet admin", () => {
     );
     const restored = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
     assert.equal(restored.code, 0, restored.stderr);
-    assert.match(restored.stdout, /^imported \d+ records, skipped 0 expired/);
+    const count = /^imported (\d+) records, kept 0 the store held as new or newer, skipped 0 expired\n$/.exec(
+      restored.stdout,
+    )?.[1];
+    assert.ok(count !== undefined && Number(count) > 0, restored.stdout);
+    // The same dump again writes nothing: the store holds every record as new.
+    const again = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
+    assert.equal(again.stdout, `imported 0 records, kept ${count} the store held as new or newer, skipped 0 expired\n`);
     const restoredClient = new TestClient(target.grpcAddress);
     const probes = [
       ...requests,

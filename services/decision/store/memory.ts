@@ -3,15 +3,17 @@ import type { ListEntryValue } from "../domain/lists";
 import type { ClientRecord, GreylistPolicy, TripletRecord } from "../domain/verdict";
 import { networkId, outboundId, tripletId } from "./keys";
 import { decideInTransaction, inspectInTransaction, type RecordTransaction, type StoredTriplet } from "./record-store";
-import type {
-  EntryKey,
-  Inspection,
-  OutboundPair,
-  StateRecord,
-  Store,
-  StoreDecision,
-  StoreStats,
-  TripletQuery,
+import {
+  type EntryKey,
+  type ImportResult,
+  type Inspection,
+  type OutboundPair,
+  restoreOrder,
+  type StateRecord,
+  type Store,
+  type StoreDecision,
+  type StoreStats,
+  type TripletQuery,
 } from "./store";
 
 interface Expiring<T> {
@@ -135,14 +137,20 @@ export class MemoryStore implements Store, RecordTransaction {
     for (const entry of this.entries.values()) yield { type: "entry", entry };
   }
 
-  async importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
+  async importRecords(records: AsyncIterable<StateRecord>): Promise<ImportResult> {
     let imported = 0;
     let expired = 0;
+    let kept = 0;
     for await (const record of records) {
       const expiresMs =
         record.type === "entry" ? record.entry.expiresAtMs || Number.MAX_SAFE_INTEGER : record.expiresMs;
       if (expiresMs <= this.now()) {
         expired++;
+        continue;
+      }
+      const stored = this.storedOrder(record);
+      if (stored !== undefined && stored >= restoreOrder(record)) {
+        kept++;
         continue;
       }
       switch (record.type) {
@@ -177,7 +185,30 @@ export class MemoryStore implements Store, RecordTransaction {
       }
       imported++;
     }
-    return { imported, expired };
+    return { imported, expired, kept };
+  }
+
+  /** restoreOrder() of the store's unexpired record with the same key as `record`, if any. */
+  private storedOrder(record: StateRecord): number | undefined {
+    const nowMs = this.now();
+    const live = <T extends { expiresMs: number }>(value: T | undefined) =>
+      value && value.expiresMs > nowMs ? value : undefined;
+    const end = (expiresMs: number | undefined) =>
+      expiresMs !== undefined && expiresMs > nowMs ? expiresMs : undefined;
+    switch (record.type) {
+      case "triplet":
+        return live(this.triplets.get(record.id))?.record.lastSeenMs;
+      case "client":
+        return live(this.clients.get(record.networkId))?.record.lastSeenMs;
+      case "block":
+        return end(this.blocks.get(record.networkId));
+      case "outbound":
+        return end(this.outbound.get(record.id));
+      case "entry": {
+        const entry = this.entries.get(`${record.entry.kind}\0${record.entry.value}`);
+        return entry && (entry.expiresAtMs === 0 || entry.expiresAtMs > nowMs) ? entry.createdAtMs : undefined;
+      }
+    }
   }
 
   getTriplet(id: string, nowMs: number): StoredTriplet | undefined {

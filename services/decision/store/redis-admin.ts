@@ -7,7 +7,14 @@ import type { ListEntryValue } from "../domain/lists";
 import { networkId, type RedisKeys, tripletId } from "./keys";
 import { replyPairId } from "./record-store";
 import type { ScriptCommands } from "./redis-scripts";
-import type { Inspection, StateRecord, StoreStats, TripletQuery } from "./store";
+import {
+  type ImportResult,
+  type Inspection,
+  restoreOrder,
+  type StateRecord,
+  type StoreStats,
+  type TripletQuery,
+} from "./store";
 
 /** The store's connection: keyed commands go through `client` (routed by slot on a Cluster); scans run on every master in `nodes`. */
 export interface Connection {
@@ -214,62 +221,63 @@ export async function importRecords(
   { client: redis }: Connection,
   keys: RedisKeys,
   records: AsyncIterable<StateRecord>,
-): Promise<{ imported: number; expired: number }> {
-  let imported = 0;
-  let expired = 0;
-  const entries: string[] = [];
+): Promise<ImportResult> {
+  const counts = { imported: 0, expired: 0, kept: 0 };
+  const entries: ListEntryValue[] = [];
   for await (const record of records) {
     if (record.type === "entry") {
-      if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= Date.now()) expired++;
-      else entries.push(`${record.entry.kind}\0${record.entry.value}`, JSON.stringify(record.entry));
+      if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= Date.now()) counts.expired++;
+      else entries.push(record.entry);
       continue;
     }
     if (record.expiresMs <= Date.now()) {
-      expired++;
+      counts.expired++;
       continue;
     }
-    switch (record.type) {
-      case "triplet": {
-        const fields = [
-          "f",
-          record.firstSeenMs,
-          "l",
-          record.lastSeenMs,
-          ...(record.passedMs > 0 ? ["p", record.passedMs] : []),
-        ];
-        await redis.greyfleetImportRecord(
-          keys.triplet(record.networkId, record.id),
-          "hash",
-          record.expiresMs,
-          ...fields,
-        );
-        break;
-      }
-      case "client":
-        await redis.greyfleetImportRecord(
-          keys.client(record.networkId),
-          "hash",
-          record.expiresMs,
-          "n",
-          record.passes,
-          "c",
-          record.lastCountedMs,
-          "l",
-          record.lastSeenMs,
-        );
-        break;
-      case "block":
-        await redis.greyfleetImportRecord(keys.block(record.networkId), "string", record.expiresMs, record.expiresMs);
-        break;
-      case "outbound":
-        await redis.greyfleetImportRecord(keys.outbound(record.id), "string", record.expiresMs, record.expiresMs);
-        break;
-    }
-    imported++;
+    const [key, kind, values] = importedValues(keys, record);
+    const written = await redis.greyfleetImportRecord(key, kind, record.expiresMs, restoreOrder(record), ...values);
+    counts[written === 1 ? "imported" : "kept"]++;
   }
   if (entries.length > 0) {
-    await redis.greyfleetListsPut(keys.listEntries(), keys.listsVersion(), ...entries);
-    imported += entries.length / 2;
+    // Entries are compared here, not in a script: they live as JSON in one hash.
+    const stored = new Map(
+      parseEntries(await redis.hvals(keys.listEntries())).map((entry) => [`${entry.kind}\0${entry.value}`, entry]),
+    );
+    const now = Date.now();
+    const args: string[] = [];
+    for (const entry of entries) {
+      const held = stored.get(`${entry.kind}\0${entry.value}`);
+      const live = held !== undefined && (held.expiresAtMs === 0 || held.expiresAtMs > now);
+      if (live && held.createdAtMs >= entry.createdAtMs) counts.kept++;
+      else args.push(`${entry.kind}\0${entry.value}`, JSON.stringify(entry));
+    }
+    if (args.length > 0) await redis.greyfleetListsPut(keys.listEntries(), keys.listsVersion(), ...args);
+    counts.imported += args.length / 2;
   }
-  return { imported, expired };
+  return counts;
+}
+
+/** The key, kind and fields (hash) or value (string) of an exported record. */
+function importedValues(
+  keys: RedisKeys,
+  record: Exclude<StateRecord, { type: "entry" }>,
+): [key: string, kind: "hash" | "string", values: (string | number)[]] {
+  switch (record.type) {
+    case "triplet":
+      return [
+        keys.triplet(record.networkId, record.id),
+        "hash",
+        ["f", record.firstSeenMs, "l", record.lastSeenMs, ...(record.passedMs > 0 ? ["p", record.passedMs] : [])],
+      ];
+    case "client":
+      return [
+        keys.client(record.networkId),
+        "hash",
+        ["n", record.passes, "c", record.lastCountedMs, "l", record.lastSeenMs],
+      ];
+    case "block":
+      return [keys.block(record.networkId), "string", [record.expiresMs]];
+    case "outbound":
+      return [keys.outbound(record.id), "string", [record.expiresMs]];
+  }
 }

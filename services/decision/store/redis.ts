@@ -13,6 +13,7 @@ import { connectRedis, type RedisConnectOptions, type RedisTarget, WriteCoalesce
 import { defineScripts } from "./redis-scripts";
 import type {
   EntryKey,
+  ImportResult,
   Inspection,
   OutboundPair,
   StateRecord,
@@ -192,7 +193,7 @@ export class RedisStore implements Store {
     return admin.exportRecords(this.connection, this.keys);
   }
 
-  importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
+  importRecords(records: AsyncIterable<StateRecord>): Promise<ImportResult> {
     return admin.importRecords(this.connection, this.keys, records);
   }
 

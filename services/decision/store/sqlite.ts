@@ -13,6 +13,7 @@ import { decideInTransaction, inspectInTransaction, type RecordTransaction, type
 import { migrate } from "./sqlite-schema";
 import type {
   EntryKey,
+  ImportResult,
   Inspection,
   OutboundPair,
   StateRecord,
@@ -109,6 +110,36 @@ export class SqliteStore implements Store {
       putOutbound: db.prepare("INSERT OR REPLACE INTO outbound (id, expires_ms) VALUES (?, ?)"),
       putEntry: db.prepare(
         "INSERT OR REPLACE INTO entries (kind, value, expires_ms, comment, created_ms, source) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      // Restore: the newer record stays (restoreOrder); the last parameter is now, before which a
+      // stored record has expired and counts as absent.
+      importTriplet: db.prepare(
+        `INSERT INTO triplets (id, network_id, first_seen_ms, passed_ms, last_seen_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET network_id = excluded.network_id, first_seen_ms = excluded.first_seen_ms,
+           passed_ms = excluded.passed_ms, last_seen_ms = excluded.last_seen_ms, expires_ms = excluded.expires_ms
+         WHERE excluded.last_seen_ms > triplets.last_seen_ms OR triplets.expires_ms <= ?`,
+      ),
+      importClient: db.prepare(
+        `INSERT INTO clients (network_id, passes, last_counted_ms, last_seen_ms, expires_ms) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (network_id) DO UPDATE SET passes = excluded.passes, last_counted_ms = excluded.last_counted_ms,
+           last_seen_ms = excluded.last_seen_ms, expires_ms = excluded.expires_ms
+         WHERE excluded.last_seen_ms > clients.last_seen_ms OR clients.expires_ms <= ?`,
+      ),
+      importBlock: db.prepare(
+        `INSERT INTO blocks (network_id, expires_ms) VALUES (?, ?)
+         ON CONFLICT (network_id) DO UPDATE SET expires_ms = excluded.expires_ms
+         WHERE excluded.expires_ms > blocks.expires_ms OR blocks.expires_ms <= ?`,
+      ),
+      importOutbound: db.prepare(
+        `INSERT INTO outbound (id, expires_ms) VALUES (?, ?)
+         ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms
+         WHERE excluded.expires_ms > outbound.expires_ms OR outbound.expires_ms <= ?`,
+      ),
+      importEntry: db.prepare(
+        `INSERT INTO entries (kind, value, expires_ms, comment, created_ms, source) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (kind, value) DO UPDATE SET expires_ms = excluded.expires_ms, comment = excluded.comment,
+           created_ms = excluded.created_ms, source = excluded.source
+         WHERE excluded.created_ms > entries.created_ms OR (entries.expires_ms != 0 AND entries.expires_ms <= ?)`,
       ),
       deleteEntry: db.prepare("DELETE FROM entries WHERE kind = ? AND value = ?"),
       bumpVersion: db.prepare("UPDATE meta SET value = value + 1 WHERE key = 'lists_version'"),
@@ -281,53 +312,44 @@ export class SqliteStore implements Store {
     for (const entry of await this.listEntries()) yield { type: "entry", entry };
   }
 
-  async importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }> {
-    let imported = 0;
-    let expired = 0;
+  async importRecords(records: AsyncIterable<StateRecord>): Promise<ImportResult> {
+    const counts = { imported: 0, expired: 0, kept: 0 };
     let entries = 0;
     try {
-      await this.importEach(records, {
-        entry: () => entries++,
-        imported: () => imported++,
-        expired: () => expired++,
-      });
+      for await (const record of records) {
+        const outcome = this.importOne(record, this.now());
+        counts[outcome]++;
+        if (outcome === "imported" && record.type === "entry") entries++;
+      }
     } finally {
       // Entries written before a failure are in force too, like the ones of a finished import.
       if (entries > 0) this.sql.bumpVersion.run();
     }
-    return { imported, expired };
+    return counts;
   }
 
-  private async importEach(
-    records: AsyncIterable<StateRecord>,
-    count: { entry(): void; imported(): void; expired(): void },
-  ): Promise<void> {
-    for await (const record of records) {
-      const nowMs = this.now();
-      if (record.type === "entry") {
-        if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= nowMs) {
-          count.expired();
-          continue;
-        }
-        const e = record.entry;
-        this.sql.putEntry.run(e.kind, e.value, e.expiresAtMs, e.comment, e.createdAtMs, e.source);
-        count.entry();
-      } else if (record.expiresMs <= nowMs) {
-        count.expired();
-        continue;
-      } else if (record.type === "triplet") {
-        const r = record;
-        this.sql.putTriplet.run(r.id, r.networkId, r.firstSeenMs, r.passedMs, r.lastSeenMs, r.expiresMs);
-      } else if (record.type === "client") {
-        const r = record;
-        this.sql.putClient.run(r.networkId, r.passes, r.lastCountedMs, r.lastSeenMs, r.expiresMs);
-      } else if (record.type === "block") {
-        this.sql.putBlock.run(record.networkId, record.expiresMs);
-      } else {
-        this.sql.putOutbound.run(record.id, record.expiresMs);
-      }
-      count.imported();
+  /** Writes one record unless it has expired or the store's is as new or newer. */
+  private importOne(record: StateRecord, nowMs: number): "imported" | "expired" | "kept" {
+    const { sql } = this;
+    let written: Database.RunResult;
+    if (record.type === "entry") {
+      const e = record.entry;
+      if (e.expiresAtMs !== 0 && e.expiresAtMs <= nowMs) return "expired";
+      written = sql.importEntry.run(e.kind, e.value, e.expiresAtMs, e.comment, e.createdAtMs, e.source, nowMs);
+    } else if (record.expiresMs <= nowMs) {
+      return "expired";
+    } else if (record.type === "triplet") {
+      const r = record;
+      written = sql.importTriplet.run(r.id, r.networkId, r.firstSeenMs, r.passedMs, r.lastSeenMs, r.expiresMs, nowMs);
+    } else if (record.type === "client") {
+      const r = record;
+      written = sql.importClient.run(r.networkId, r.passes, r.lastCountedMs, r.lastSeenMs, r.expiresMs, nowMs);
+    } else if (record.type === "block") {
+      written = sql.importBlock.run(record.networkId, record.expiresMs, nowMs);
+    } else {
+      written = sql.importOutbound.run(record.id, record.expiresMs, nowMs);
     }
+    return written.changes > 0 ? "imported" : "kept";
   }
 
   ping(): Promise<void> {

@@ -130,8 +130,38 @@ export interface AdminStore {
   stats(autoWhitelistPasses: number): Promise<StoreStats>;
   /** Every unexpired record. */
   exportRecords(): AsyncIterable<StateRecord>;
-  /** Writes records with their expiry times; returns how many were written and how many had expired. */
-  importRecords(records: AsyncIterable<StateRecord>): Promise<{ imported: number; expired: number }>;
+  /**
+   * Writes records with their expiry times, except where the store holds the same record as new
+   * or newer (restoreOrder): a restore never replaces newer state. Returns how many were
+   * written, had expired, and were kept from the store.
+   */
+  importRecords(records: AsyncIterable<StateRecord>): Promise<ImportResult>;
+}
+
+/** What an import did with its records. */
+export interface ImportResult {
+  readonly imported: number;
+  readonly expired: number;
+  /** Not written: the store held the same record as new or newer. */
+  readonly kept: number;
+}
+
+/**
+ * How new a record is, to compare a dump's record with the store's: a triplet or client record
+ * by its last-seen time, a greytrap block or outbound pair by its end, a list entry by its
+ * creation time. On a tie the store's record stays.
+ */
+export function restoreOrder(record: StateRecord): number {
+  switch (record.type) {
+    case "triplet":
+    case "client":
+      return record.lastSeenMs;
+    case "block":
+    case "outbound":
+      return record.expiresMs;
+    case "entry":
+      return record.entry.createdAtMs;
+  }
 }
 
 /** A complete store. */
