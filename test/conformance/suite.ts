@@ -305,29 +305,33 @@ export function storeConformance(
       const trapped = fresh().network; // a blocked network decides nothing: not q's
       const pair = { local: `local${counter}@example.com`, external: `far${counter}@example.org` };
       const listed = entry("sender_whitelist", `restore${counter}@example.org`);
+      const ours = new Set([
+        `triplet ${tripletId(q)}`,
+        `client ${networkId(q.network)}`,
+        `block ${networkId(trapped)}`,
+        `outbound ${outboundId(pair)}`,
+        `entry ${listed.value}`,
+      ]);
+      const keyOf = (r: StateRecord) =>
+        `${r.type} ${r.type === "entry" ? r.entry.value : "id" in r ? r.id : r.networkId}`;
       const mine = async (store: Store): Promise<StateRecord[]> =>
         (await collect(store.exportRecords()))
-          .filter((r) =>
-            r.type === "triplet"
-              ? r.id === tripletId(q)
-              : r.type === "client" || r.type === "block"
-                ? r.networkId === networkId(r.type === "client" ? q.network : trapped)
-                : r.type === "outbound"
-                  ? r.id === outboundId(pair)
-                  : r.entry.value === listed.value,
-          )
+          .filter((r) => ours.has(keyOf(r)))
           .sort((a, b) => a.type.localeCompare(b.type));
       /** What restoreOrder compares, and whether a triplet has passed. */
-      const summary = (records: StateRecord[]) =>
-        records.map((r) =>
-          r.type === "triplet"
-            ? `triplet l=${r.lastSeenMs} passed=${r.passedMs > 0}`
-            : r.type === "client"
-              ? `client l=${r.lastSeenMs}`
-              : r.type === "entry"
-                ? `entry created=${r.entry.createdAtMs} ${r.entry.comment}`
-                : `${r.type} ends in ${Math.round(r.expiresMs / 60_000)} min`,
-        );
+      const described = (r: StateRecord): string => {
+        switch (r.type) {
+          case "triplet":
+            return `triplet l=${r.lastSeenMs} passed=${r.passedMs > 0}`;
+          case "client":
+            return `client l=${r.lastSeenMs}`;
+          case "entry":
+            return `entry created=${r.entry.createdAtMs} ${r.entry.comment}`;
+          default:
+            return `${r.type} ends in ${Math.round(r.expiresMs / 60_000)} min`;
+        }
+      };
+      const summary = (records: StateRecord[]) => records.map(described);
       const replay = (records: StateRecord[]) =>
         (async function* () {
           yield* records;
