@@ -2,6 +2,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
+import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
 
 /** Whether `taskset` exists: targets are pinned to CPU 0 and load generators to CPU 1 with it. */
@@ -59,6 +60,43 @@ export function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
   return ticks / 100;
+}
+
+/** The machine's CPU time so far in core-seconds, from /proc/stat: busy (user, nice, system, irq, softirq) and idle (idle, iowait). */
+export interface MachineCpu {
+  readonly busy: number;
+  readonly idle: number;
+}
+
+/** Reads the machine's CPU time (all cores, every process and the kernel's own work). */
+export function machineCpu(): MachineCpu {
+  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+  const [user, nice, system, idle, iowait, irq, softirq] = line.split(/\s+/).slice(1, 8).map(Number);
+  const ticks = (...values: (number | undefined)[]) => values.reduce<number>((sum, v) => sum + (v ?? 0), 0) / 100;
+  return { busy: ticks(user, nice, system, irq, softirq), idle: ticks(idle, iowait) };
+}
+
+/**
+ * What a run cost the whole machine (load generator, every process of the chain, the kernel's
+ * loopback work): busy cores during it, CPU µs per request, and the rate the machine could reach
+ * at that cost with every core busy (the CPU-bound ceiling of this chain on this machine).
+ */
+export interface MachineCost {
+  readonly busyCores: number;
+  readonly usPerRequest: number;
+  readonly allCoresRate: number;
+}
+
+export function machineCost(before: MachineCpu, after: MachineCpu, requests: number): MachineCost {
+  const busy = after.busy - before.busy;
+  const cores = busy + after.idle - before.idle;
+  const seconds = cores / availableParallelism();
+  const usPerRequest = requests > 0 ? (busy / requests) * 1e6 : Number.NaN;
+  return {
+    busyCores: seconds > 0 ? busy / seconds : Number.NaN,
+    usPerRequest,
+    allCoresRate: (availableParallelism() * 1e6) / usPerRequest,
+  };
 }
 
 /** The p-th percentile (0..100) of sorted values. */

@@ -10,6 +10,8 @@ import { freePort } from "../test/support/ports";
 import { startChain, startColocated, startRedis } from "./chain";
 import {
   cpuSeconds,
+  type MachineCost,
+  machineCost,
   median,
   percentile,
   printTable,
@@ -37,8 +39,10 @@ interface Measured {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuCores: number;
+  readonly machine: MachineCost;
   readonly replies: Record<string, number>;
   readonly headers: number;
+  readonly wrongVerdicts: number;
 }
 
 function worker(target: string, options: MilterBenchOptions, extra: Partial<MilterWorkerOptions>) {
@@ -58,18 +62,19 @@ async function benchTarget(
   target: string,
   processes: readonly Started[],
   options: MilterBenchOptions,
+  namesTellVerdict = false,
 ): Promise<Measured> {
   await waitForPort(target);
   for (let pass = 0; pass < 2; pass++) {
     if (pass === 1) await new Promise((resolve) => setTimeout(resolve, DELAY_SECONDS * 1000 + 200));
-    await worker(target, { ...options, seconds: 60 }, { seed: true });
+    await worker(target, { ...options, seconds: 60 }, { seed: true, namesTellVerdict });
   }
   const runs: Measured[] = [];
   for (let run = 0; run < options.runs; run++) {
     const pids = processes.map((p) => p.child.pid ?? 0);
     const cpu0 = pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
     const started = Date.now();
-    const result = await worker(target, options, {});
+    const result = await worker(target, options, { namesTellVerdict });
     const elapsed = (Date.now() - started) / 1000;
     const latencies = [...result.latenciesUs].sort((a, b) => a - b);
     runs.push({
@@ -78,8 +83,10 @@ async function benchTarget(
       p50Ms: percentile(latencies, 50) / 1000,
       p99Ms: percentile(latencies, 99) / 1000,
       cpuCores: (pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - cpu0) / elapsed,
+      machine: machineCost(...result.machine, result.recipients),
       replies: result.replies,
       headers: result.headers,
+      wrongVerdicts: result.wrongVerdicts,
     });
   }
   const rates = runs.map((m) => m.recipientsPerSecond);
@@ -102,7 +109,13 @@ export async function benchMilter(options: MilterBenchOptions): Promise<void> {
       /listening/,
     );
     started.push(responder);
-    const ceiling = await benchTarget("bare milter responder", `127.0.0.1:${responderPort}`, [responder], options);
+    const ceiling = await benchTarget(
+      "bare milter responder",
+      `127.0.0.1:${responderPort}`,
+      [responder],
+      options,
+      true,
+    );
     await responder.stop();
 
     const redis = await startRedis();
@@ -121,7 +134,19 @@ export async function benchMilter(options: MilterBenchOptions): Promise<void> {
 
     process.stdout.write("\n");
     printTable(
-      ["target", "sessions/s", "recipients/s", "vs bare", "p50 ms/rcpt", "p99 ms/rcpt", "CPU cores", "replies"],
+      [
+        "target",
+        "sessions/s",
+        "recipients/s",
+        "vs bare",
+        "p50 ms/rcpt",
+        "p99 ms/rcpt",
+        "CPU cores",
+        "machine busy",
+        "machine µs/rcpt",
+        "all cores busy",
+        "replies",
+      ],
       (
         [
           ["bare responder", ceiling],
@@ -136,9 +161,12 @@ export async function benchMilter(options: MilterBenchOptions): Promise<void> {
         m.p50Ms.toFixed(2),
         m.p99Ms.toFixed(2),
         m.cpuCores.toFixed(2),
+        m.machine.busyCores.toFixed(2),
+        String(Math.round(m.machine.usPerRequest)),
+        `${Math.round(m.machine.allCoresRate)} (${(m.machine.allCoresRate / ceiling.recipientsPerSecond).toFixed(2)}x)`,
         `${Object.entries(m.replies)
           .map(([kind, count]) => `${kind} ${count}`)
-          .join(", ")}; X-Greylist ${m.headers}`,
+          .join(", ")}; X-Greylist ${m.headers}; wrong verdicts ${m.wrongVerdicts}`,
       ]),
     );
   } finally {

@@ -11,7 +11,8 @@ import { connect, type Socket } from "node:net";
 import type { CheckRequest } from "../services/contract/gen/greyfleet/v1/greylist";
 import * as C from "../services/milter/constants";
 import { encodeFrame } from "../services/milter/encode";
-import { Mix, triplet } from "./mix";
+import { type MachineCpu, machineCpu } from "./lib";
+import { type Expected, Mix, type Question, triplet } from "./mix";
 
 /** What the coordinator asks of one milter worker. */
 export interface MilterWorkerOptions {
@@ -24,6 +25,12 @@ export interface MilterWorkerOptions {
   readonly delayMs: number;
   /** Seed mode: send each known message once, then stop. */
   readonly seed?: boolean;
+  /**
+   * The target answers by recipient name (the bare responder): the recipients of a message a
+   * correct greylister would defer are named "grey-...". A greylister's recipients keep one name
+   * per triplet, so that a retry is the same triplet.
+   */
+  readonly namesTellVerdict?: boolean;
 }
 
 /** One worker's measurements. */
@@ -34,7 +41,11 @@ export interface MilterWorkerResult {
   /** Recipient replies by kind: continue, replycode (deferred), other. */
   readonly replies: Record<string, number>;
   readonly headers: number;
+  /** Recipients answered unlike a correct greylister (a retry near the delay may go either way). */
+  readonly wrongVerdicts: number;
   readonly seconds: number;
+  /** The machine's CPU time when the load started and when it ended. */
+  readonly machine: readonly [MachineCpu, MachineCpu];
 }
 
 const RECIPIENTS_PER_MESSAGE = 3;
@@ -99,18 +110,27 @@ class Connection {
   }
 }
 
-/** The recipients of a message built on `base`: its recipient and two more of the same domain. */
+/** The recipients of a message built on `base`: three of its recipient's domain. */
 function recipients(base: CheckRequest, grey: boolean): string[] {
   const local = base.recipient.split("@")[0] ?? "user";
   return Array.from({ length: RECIPIENTS_PER_MESSAGE }, (_, k) => `${grey ? "grey-" : ""}${local}-${k}@example.com`);
 }
 
-async function session(
-  options: MilterWorkerOptions,
-  base: CheckRequest,
-  grey: boolean,
-  result: { latenciesUs: number[]; replies: Record<string, number>; headers: number },
-): Promise<void> {
+/** Whether a recipient's reply is what a correct greylister gives. */
+function rightVerdict(expected: Expected, kind: string): boolean {
+  return expected === "either" || (expected === "accept" ? kind === "continue" : kind === "replycode");
+}
+
+interface Tally {
+  latenciesUs: number[];
+  replies: Record<string, number>;
+  headers: number;
+  wrongVerdicts: number;
+}
+
+async function session(options: MilterWorkerOptions, question: Question, result: Tally): Promise<void> {
+  const base = question.request;
+  const grey = options.namesTellVerdict === true && question.expected === "defer";
   const connection = await Connection.open(options.target);
   connection.send(OPTNEG);
   const optneg = await connection.reply();
@@ -141,6 +161,7 @@ async function session(
       reply.command === C.SMFIR_CONTINUE ? "continue" : reply.command === C.SMFIR_REPLYCODE ? "replycode" : "other";
     result.replies[kind] = (result.replies[kind] ?? 0) + 1;
     if (kind === "continue") accepted++;
+    if (!rightVerdict(question.expected, kind)) result.wrongVerdicts++;
   }
   if (accepted > 0) {
     connection.send(encodeFrame(C.SMFIC_MACRO, Buffer.from("T")), encodeFrame(C.SMFIC_DATA));
@@ -156,28 +177,31 @@ async function session(
 }
 
 async function run(options: MilterWorkerOptions): Promise<MilterWorkerResult> {
-  const result = { latenciesUs: [] as number[], replies: {} as Record<string, number>, headers: 0 };
+  const result: Tally = { latenciesUs: [], replies: {}, headers: 0, wrongVerdicts: 0 };
+  const mix = new Mix(options.workerId, options.knownTriplets, options.delayMs);
+  const cpu0 = machineCpu();
   const started = Date.now();
   const endAt = started + options.seconds * 1000;
-  const mix = new Mix(options.workerId, options.knownTriplets, options.delayMs);
   let seedIndex = 0;
   let sessions = 0;
   await Promise.all(
     Array.from({ length: options.sessions }, async () => {
       while (Date.now() < endAt) {
-        let base: CheckRequest;
+        let question: Question;
         if (options.seed) {
           if (seedIndex >= options.knownTriplets) return;
-          base = triplet(options.workerId, seedIndex++, "known");
+          // Seeding: the first pass is deferred, the second accepted; neither is measured.
+          question = { request: triplet(options.workerId, seedIndex++, "known"), expected: "either" };
         } else {
-          base = mix.next();
+          question = mix.question();
         }
-        await session(options, base, base.sender.startsWith("new-"), result);
+        await session(options, question, result);
         sessions++;
       }
     }),
   );
-  return { sessions, recipients: result.latenciesUs.length, ...result, seconds: (Date.now() - started) / 1000 };
+  const seconds = (Date.now() - started) / 1000;
+  return { sessions, recipients: result.latenciesUs.length, ...result, seconds, machine: [cpu0, machineCpu()] };
 }
 
 if (require.main === module) {

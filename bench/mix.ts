@@ -35,6 +35,21 @@ export function triplet(workerId: number, i: number, kind: "known" | "new", run 
   });
 }
 
+/** What a correct greylister answers a question of the mix. */
+export type Expected = "accept" | "defer" | "either";
+
+/** One question of the mix and the answer it should get. */
+export interface Question {
+  readonly request: CheckRequest;
+  readonly expected: Expected;
+}
+
+/**
+ * A retry this close to the delay, either side, may get either answer: the load generator's
+ * clock starts when the question is picked, the store's when it records the first attempt, ms.
+ */
+const EDGE_MS = 250;
+
 /** Picks the next question of one worker's mix; keeps the state it needs for retries. */
 export class Mix {
   private fresh = 0;
@@ -52,19 +67,27 @@ export class Mix {
   ) {}
 
   next(): CheckRequest {
+    return this.question().request;
+  }
+
+  question(): Question {
     const roll = Math.random();
     if (roll < 0.4 && this.knownTriplets > 0) {
-      return triplet(this.workerId, Math.floor(Math.random() * this.knownTriplets), "known");
+      const request = triplet(this.workerId, Math.floor(Math.random() * this.knownTriplets), "known");
+      return { request, expected: "accept" };
     }
+    const now = Date.now();
     if (roll < 0.65 && this.fresh > 0) {
       // Prefer one old enough to pass; otherwise it is an early retry.
-      const cutoff = Date.now() - this.delayMs;
+      const cutoff = now - this.delayMs;
       let i = Math.floor(Math.random() * this.fresh);
       for (let probe = 0; probe < 4 && (this.sentAt[i] ?? 0) > cutoff; probe++)
         i = Math.floor(Math.random() * this.fresh);
-      return triplet(this.workerId, 1_000_000 + i, "new", this.run);
+      const age = now - (this.sentAt[i] ?? 0);
+      const expected = age > this.delayMs + EDGE_MS ? "accept" : age < this.delayMs - EDGE_MS ? "defer" : "either";
+      return { request: triplet(this.workerId, 1_000_000 + i, "new", this.run), expected };
     }
-    this.sentAt[this.fresh] = Date.now();
-    return triplet(this.workerId, 1_000_000 + this.fresh++, "new", this.run);
+    this.sentAt[this.fresh] = now;
+    return { request: triplet(this.workerId, 1_000_000 + this.fresh++, "new", this.run), expected: "defer" };
   }
 }

@@ -15,6 +15,8 @@ import { freePort } from "../test/support/ports";
 import { startChain, startColocated, startRedis } from "./chain";
 import {
   cpuSeconds,
+  type MachineCost,
+  machineCost,
   median,
   percentile,
   printTable,
@@ -41,7 +43,9 @@ interface Measured {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuCores: number;
+  readonly machine: MachineCost;
   readonly actions: Record<string, number>;
+  readonly wrongVerdicts: number;
 }
 
 function worker(target: string, options: PolicyBenchOptions, extra: Partial<PolicyWorkerOptions>) {
@@ -68,7 +72,9 @@ async function measure(target: string, processes: readonly Started[], options: P
     p50Ms: percentile(latencies, 50) / 1000,
     p99Ms: percentile(latencies, 99) / 1000,
     cpuCores: (pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - cpu0) / elapsed,
+    machine: machineCost(...result.machine, result.requests),
     actions: result.actions,
+    wrongVerdicts: result.wrongVerdicts,
   };
 }
 
@@ -136,7 +142,18 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
 
     process.stdout.write("\n");
     printTable(
-      ["target", "requests/s", "vs postgrey", "p50 ms", "p99 ms", "CPU cores (all its processes)", "replies"],
+      [
+        "target",
+        "requests/s",
+        "vs postgrey",
+        "p50 ms",
+        "p99 ms",
+        "CPU cores (all its processes)",
+        "machine busy",
+        "machine µs/req",
+        "all cores busy",
+        "replies",
+      ],
       [
         ["postgrey", baseline],
         ["greyfleet", chain],
@@ -150,9 +167,12 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
           measured.p50Ms.toFixed(2),
           measured.p99Ms.toFixed(2),
           measured.cpuCores.toFixed(2),
-          Object.entries(measured.actions)
+          measured.machine.busyCores.toFixed(2),
+          String(Math.round(measured.machine.usPerRequest)),
+          `${Math.round(measured.machine.allCoresRate)} (${(measured.machine.allCoresRate / baseline.requestsPerSecond).toFixed(2)}x)`,
+          `${Object.entries(measured.actions)
             .map(([action, count]) => `${action} ${count}`)
-            .join(", "),
+            .join(", ")}; wrong verdicts ${measured.wrongVerdicts}`,
         ];
       }),
     );

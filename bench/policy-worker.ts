@@ -8,7 +8,8 @@
  */
 import { connect, type Socket } from "node:net";
 import type { CheckRequest } from "../services/contract/gen/greyfleet/v1/greylist";
-import { Mix, triplet } from "./mix";
+import { type MachineCpu, machineCpu } from "./lib";
+import { Mix, type Question, triplet } from "./mix";
 
 /** What the coordinator asks of one policy worker. */
 export interface PolicyWorkerOptions {
@@ -28,17 +29,32 @@ export interface PolicyWorkerResult {
   readonly latenciesUs: number[];
   /** Replies by their action word (DUNNO, DEFER_IF_PERMIT, PREPEND, ...). */
   readonly actions: Record<string, number>;
+  /**
+   * Requests answered unlike a correct greylister: DEFER_IF_PERMIT (or 4xx) for a triplet that
+   * should pass, anything else for one that should wait (a retry near the delay may go either way).
+   */
+  readonly wrongVerdicts: number;
   readonly seconds: number;
+  /** The machine's CPU time when the load started and when it ended. */
+  readonly machine: readonly [MachineCpu, MachineCpu];
 }
 
-/** A Postfix 3.7 RCPT request for `check`. */
+/** Messages this process has asked about: each request is a message of its own. */
+let messages = 0;
+
+/**
+ * A Postfix 3.7 RCPT request for `check`, as the only recipient of a new message (its own
+ * instance: the shim sends one X-Greylist header per instance).
+ */
 export function postfixRequest(check: CheckRequest): string {
+  messages++;
   return (
     "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n" +
     `client_address=${check.clientAddress}\nclient_name=${check.clientName}\n` +
     `client_port=40000\nreverse_client_name=${check.clientName}\nserver_address=127.0.0.1\n` +
     `server_port=25\nhelo_name=${check.heloName}\nsender=${check.sender}\nrecipient=${check.recipient}\n` +
-    "recipient_count=0\nqueue_id=\ninstance=42cb.6b08bf55.1a52a.0\nsize=0\netrn_domain=\nstress=\n" +
+    `recipient_count=0\nqueue_id=\ninstance=${process.pid.toString(16)}.6b08bf55.1a52a.${messages.toString(16)}\n` +
+    "size=0\netrn_domain=\nstress=\n" +
     "sasl_method=\nsasl_username=\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\n" +
     "ccert_pubkey_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\npolicy_context=\n\n"
   );
@@ -94,27 +110,34 @@ async function run(options: PolicyWorkerOptions): Promise<PolicyWorkerResult> {
   );
   const latenciesUs: number[] = [];
   const actions: Record<string, number> = {};
+  const mix = new Mix(options.workerId, options.knownTriplets, options.delayMs);
+  const cpu0 = machineCpu();
   const started = Date.now();
   const endAt = started + options.seconds * 1000;
-  const mix = new Mix(options.workerId, options.knownTriplets, options.delayMs);
   let seedIndex = 0;
-  const next = (): CheckRequest | undefined => {
-    if (!options.seed) return mix.next();
-    return seedIndex < options.knownTriplets ? triplet(options.workerId, seedIndex++, "known") : undefined;
+  let wrongVerdicts = 0;
+  const next = (): Question | undefined => {
+    if (!options.seed) return mix.question();
+    // Seeding: the first pass is deferred, the second accepted; neither is measured.
+    if (seedIndex >= options.knownTriplets) return undefined;
+    return { request: triplet(options.workerId, seedIndex++, "known"), expected: "either" };
   };
   await Promise.all(
     connections.map(async (connection) => {
-      for (let check = next(); check && Date.now() < endAt; check = next()) {
+      for (let question = next(); question && Date.now() < endAt; question = next()) {
         const t0 = process.hrtime.bigint();
-        const reply = await connection.ask(postfixRequest(check));
+        const reply = await connection.ask(postfixRequest(question.request));
         latenciesUs.push(Number(process.hrtime.bigint() - t0) / 1000);
         const action = /^action=(\S+)/.exec(reply)?.[1] ?? "?";
         actions[action] = (actions[action] ?? 0) + 1;
+        const deferred = action === "DEFER_IF_PERMIT" || /^4\d\d$/.test(action);
+        if (question.expected !== "either" && deferred !== (question.expected === "defer")) wrongVerdicts++;
       }
       connection.close();
     }),
   );
-  return { requests: latenciesUs.length, latenciesUs, actions, seconds: (Date.now() - started) / 1000 };
+  const seconds = (Date.now() - started) / 1000;
+  return { requests: latenciesUs.length, latenciesUs, actions, wrongVerdicts, seconds, machine: [cpu0, machineCpu()] };
 }
 
 if (require.main === module) {
