@@ -39,6 +39,7 @@ interface Measured {
   readonly redisCores: number;
   readonly redisCallsPerDecision: number;
   readonly actions: Record<string, number>;
+  readonly wrongVerdicts: number;
 }
 
 interface TargetResult {
@@ -122,6 +123,7 @@ async function measure(
     redisCores,
     redisCallsPerDecision,
     actions,
+    wrongVerdicts: results.reduce((sum, r) => sum + r.wrongVerdicts, 0),
   };
 }
 
@@ -330,7 +332,8 @@ export async function benchDecision(options: DecisionBenchOptions): Promise<void
     );
     const mix = onRedis.peak.actions;
     process.stdout.write(
-      `\nredis run mix: accept ${mix["1"] ?? 0}, defer ${mix["2"] ?? 0}, reject ${mix["3"] ?? 0}; ` +
+      `\nredis run mix: accept ${mix["1"] ?? 0}, defer ${mix["2"] ?? 0}, reject ${mix["3"] ?? 0}, ` +
+        `wrong verdicts ${onRedis.peak.wrongVerdicts} (sqlite run: ${sqlite.peak.wrongVerdicts}); ` +
         `echo via h2load (C client, one fixed body): ${echoH2load}\n`,
     );
   } finally {

@@ -8,7 +8,7 @@
  *
  * Usage: node dist/bench/load-worker.js '<json WorkerOptions>'
  */
-import { CheckRequest, CheckResponse } from "../services/contract/gen/greyfleet/v1/greylist";
+import { Action, CheckRequest, CheckResponse } from "../services/contract/gen/greyfleet/v1/greylist";
 import { H2GrpcClient } from "./h2-client";
 import { Mix, triplet } from "./mix";
 
@@ -34,6 +34,12 @@ export interface WorkerResult {
   readonly errors: number;
   readonly latenciesUs: number[];
   readonly actions: Record<string, number>;
+  /**
+   * Answers unlike a correct greylister's: ACTION_DEFER for a triplet that should pass, anything
+   * else for one that should wait (a retry near the delay may go either way). Meaningless for the
+   * echo server, which answers every call alike.
+   */
+  readonly wrongVerdicts: number;
   readonly seconds: number;
 }
 
@@ -45,14 +51,15 @@ async function run(options: WorkerOptions): Promise<WorkerResult> {
   const actions: Record<string, number> = {};
   let calls = 0;
   let errors = 0;
+  let wrongVerdicts = 0;
   const started = Date.now();
   const endAt = started + options.seconds * 1000;
   const mix = new Mix(options.workerId, options.knownTriplets, options.delayMs);
-  const next = (): CheckRequest => mix.next();
 
   const one = async (): Promise<void> => {
+    const question = mix.question();
     const t0 = process.hrtime.bigint();
-    const result = await client.call(CheckRequest.encode(next()).finish());
+    const result = await client.call(CheckRequest.encode(question.request).finish());
     calls++;
     if (!result.ok) {
       errors++;
@@ -61,6 +68,8 @@ async function run(options: WorkerOptions): Promise<WorkerResult> {
     latenciesUs.push(Number(process.hrtime.bigint() - t0) / 1000);
     const action = CheckResponse.decode(result.message).action;
     actions[action] = (actions[action] ?? 0) + 1;
+    const deferred = action === Action.ACTION_DEFER;
+    if (question.expected !== "either" && deferred !== (question.expected === "defer")) wrongVerdicts++;
   };
 
   if (options.seed) {
@@ -109,7 +118,7 @@ async function run(options: WorkerOptions): Promise<WorkerResult> {
     await Promise.all(Array.from({ length: options.inFlight }, loop));
   }
   client.close();
-  return { calls, errors, latenciesUs, actions, seconds: (Date.now() - started) / 1000 };
+  return { calls, errors, latenciesUs, actions, wrongVerdicts, seconds: (Date.now() - started) / 1000 };
 }
 
 if (require.main === module) {
