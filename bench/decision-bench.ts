@@ -13,7 +13,17 @@ import { CheckRequest } from "../services/contract/gen/greyfleet/v1/greylist";
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
 import { H2GrpcClient } from "./h2-client";
-import { canPin, cpuSeconds, median, percentile, printTable, runJsonWorker, type Started, startProcess } from "./lib";
+import {
+  canPin,
+  cpuSeconds,
+  failOnWrongVerdicts,
+  median,
+  percentile,
+  printTable,
+  runJsonWorker,
+  type Started,
+  startProcess,
+} from "./lib";
 import type { WorkerOptions, WorkerResult } from "./load-worker";
 import { triplet } from "./mix";
 
@@ -331,11 +341,16 @@ export async function benchDecision(options: DecisionBenchOptions): Promise<void
       rows,
     );
     const mix = onRedis.peak.actions;
+    /** Wrong verdicts in every measured run of a target, peak and half load. */
+    const wrong = (index: number, result: TargetResult): number =>
+      (prepared[index] as Prepared).peaks.reduce((sum, m) => sum + m.wrongVerdicts, result.half.wrongVerdicts);
+    const wrongVerdicts = { sqlite: wrong(1, sqlite), redis: wrong(2, onRedis) };
     process.stdout.write(
-      `\nredis run mix: accept ${mix["1"] ?? 0}, defer ${mix["2"] ?? 0}, reject ${mix["3"] ?? 0}, ` +
-        `wrong verdicts ${onRedis.peak.wrongVerdicts} (sqlite run: ${sqlite.peak.wrongVerdicts}); ` +
+      `\nredis run mix: accept ${mix["1"] ?? 0}, defer ${mix["2"] ?? 0}, reject ${mix["3"] ?? 0}; ` +
+        `wrong verdicts in the measured runs: redis ${wrongVerdicts.redis}, sqlite ${wrongVerdicts.sqlite}; ` +
         `echo via h2load (C client, one fixed body): ${echoH2load}\n`,
     );
+    failOnWrongVerdicts("decision", wrongVerdicts);
   } finally {
     for (const target of prepared) await target.server.stop();
     redis.disconnect();

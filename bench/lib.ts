@@ -99,6 +99,19 @@ export function machineCost(before: MachineCpu, after: MachineCpu, requests: num
   };
 }
 
+/**
+ * Sets an error exit status, after the figures are printed, when a greyfleet target answered any
+ * question unlike a correct greylister: its figures would then measure a broken greylister.
+ */
+export function failOnWrongVerdicts(section: string, wrongByTarget: Readonly<Record<string, number>>): void {
+  const wrong = Object.entries(wrongByTarget).filter(([, count]) => count > 0);
+  if (wrong.length === 0) return;
+  process.stderr.write(
+    `${section}: wrong verdicts from ${wrong.map(([target, count]) => `${target} (${count})`).join(", ")}\n`,
+  );
+  process.exitCode = 1;
+}
+
 /** The p-th percentile (0..100) of sorted values. */
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
