@@ -82,9 +82,18 @@ if (files.length === 0) {
 const soak = files.filter((file) => file.startsWith(join("dist", "test", "soak")));
 const rest = files.filter((file) => !soak.includes(file));
 console.log(`npm test: ${files.length} test files`);
-const node = (group, concurrency) =>
+// A test that hangs fails after timeoutMs instead of holding up the run, and a test file whose
+// failure left a child process behind still exits once its tests are done.
+const node = (group, concurrency, timeoutMs) =>
   group.length === 0
     ? 0
-    : run(process.execPath, ["--test", `--test-concurrency=${concurrency}`, "--test-reporter=spec", ...group]);
-const status = node(rest, 2);
-process.exit(status !== 0 ? status : node(soak, 1));
+    : run(process.execPath, [
+        "--test",
+        `--test-concurrency=${concurrency}`,
+        `--test-timeout=${timeoutMs}`,
+        "--test-force-exit",
+        "--test-reporter=spec",
+        ...group,
+      ]);
+const status = node(rest, 2, 5 * 60_000);
+process.exit(status !== 0 ? status : node(soak, 1, 20 * 60_000));

@@ -9,6 +9,7 @@ import { GreyfleetProcess } from "../support/greyfleet-process";
 import { freePort } from "../support/ports";
 import { PostfixInstance } from "../support/postfix";
 import { RedisServer, uniquePrefix } from "../support/redis-server";
+import { startAll } from "../support/start-all";
 import { swaks } from "../support/swaks";
 
 const DELAY_SECONDS = 1;
@@ -50,9 +51,9 @@ describe("Postfix with the greyfleet policy shim", () => {
       "--metrics-listen",
       "",
     ]);
-    [policy, tempfail] = await Promise.all([shim(), shim("--failure-mode", "tempfail")]);
+    [policy, tempfail] = await startAll([shim(), shim("--failure-mode", "tempfail")]);
     const address = (proc: GreyfleetProcess) => `inet:${proc.logged(/policy server listening/, "policy")}`;
-    [postfix, postfixTempfail] = await Promise.all([
+    [postfix, postfixTempfail] = await startAll([
       PostfixInstance.start({ policyService: address(policy), policyAtData: true }),
       PostfixInstance.start({ policyService: address(tempfail), policyAtData: true }),
     ]);

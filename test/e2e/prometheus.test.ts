@@ -35,6 +35,7 @@ import { MilterClient } from "../support/milter-client";
 import { PolicyClient } from "../support/policy-client";
 import { Prometheus, promtool, requirePrometheus } from "../support/prometheus";
 import { RedisServer, uniquePrefix } from "../support/redis-server";
+import { startAll } from "../support/start-all";
 import { waitFor } from "../support/wait";
 
 const ALERT_RULES = "deploy/prometheus/greyfleet-alerts.yml";
@@ -223,13 +224,13 @@ describe("dashboard and alert rules against a real Prometheus", () => {
   before(async () => {
     requirePrometheus();
     dir = mkdtempSync(join(tmpdir(), "greyfleet-prometheus-"));
-    [redis, brokenRedis] = await Promise.all([RedisServer.start(), RedisServer.start()]);
+    [redis, brokenRedis] = await startAll([RedisServer.start(), RedisServer.start()]);
     blackHole = createServer((socket) => socket.destroy());
     await new Promise<void>((resolve) => blackHole.listen(0, "127.0.0.1", resolve));
     const hole = blackHole.address();
     blackHoleAddress = `127.0.0.1:${typeof hole === "object" && hole ? hole.port : 0}`;
 
-    [serve, broken] = await Promise.all([
+    [serve, broken] = await startAll([
       start([
         "serve",
         "--store",
@@ -250,7 +251,7 @@ describe("dashboard and alert rules against a real Prometheus", () => {
     ]);
     const shim = (kind: string, decision: string, ...extra: string[]) =>
       start([kind, "--decision", decision, ...LOCAL, ...extra]);
-    const [policyProc, milterProc, orphanProc] = await Promise.all([
+    const [policyProc, milterProc, orphanProc] = await startAll([
       shim("policy", serve.grpcAddress, "--mta-id", "mx1"),
       shim("milter", serve.grpcAddress, "--mta-id", "mx1"),
       shim("policy", blackHoleAddress, "--mta-id", "mx2", "--decision-timeout", "200ms"),

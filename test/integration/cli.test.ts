@@ -84,11 +84,15 @@ describe("greyfleet command", () => {
     const proc = await GreyfleetProcess.start(["all", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"], {
       cwd: dir,
     });
-    assert.equal(await healthStatus(proc.grpcAddress), "SERVING");
     const client = new TestClient(proc.grpcAddress);
-    assert.equal((await client.check(rcpt())).reason, Reason.REASON_NEW_TRIPLET);
-    client.close();
-    assert.ok(existsSync(join(dir, "data", "greyfleet.sqlite")));
-    assert.equal(await proc.stop(), 0);
+    try {
+      assert.equal(await healthStatus(proc.grpcAddress), "SERVING");
+      assert.equal((await client.check(rcpt())).reason, Reason.REASON_NEW_TRIPLET);
+      assert.ok(existsSync(join(dir, "data", "greyfleet.sqlite")));
+      assert.equal(await proc.stop(), 0);
+    } finally {
+      client.close();
+      await proc.stop("SIGKILL"); // a no-op once it exited
+    }
   });
 });

@@ -19,6 +19,7 @@ import { formatReply, GREYLISTED, ipv4, type MilterClient, replyCode, smtpSessio
 import { PolicyClient } from "../support/policy-client";
 import { uniquePrefix } from "../support/redis-server";
 import { RedisCluster, RedisSentinel } from "../support/redis-topologies";
+import { startAll } from "../support/start-all";
 import { waitFor } from "../support/wait";
 
 /** Checks through both replicas until stopped; counts answers by reason. */
@@ -114,27 +115,33 @@ function shimLoad(policyAddress: string, milterAddress: string) {
 
 async function failover(name: string, start: () => Promise<RedisCluster | RedisSentinel>) {
   const topology = await start();
-  const prefix = uniquePrefix();
-  const args = [
-    "serve",
-    "--store",
-    topology.url,
-    "--redis-key-prefix",
-    prefix,
-    "--delay",
-    "2s",
-    "--listen",
-    "127.0.0.1:0",
-  ].concat(["--metrics-listen", "", "--store-timeout", "300ms", "--health-interval", "200ms"]);
-  const replicas = await Promise.all([GreyfleetProcess.start(args), GreyfleetProcess.start(args)]);
-  const clients = replicas.map((proc) => new TestClient(proc.grpcAddress));
-  const both = replicas.map((proc) => proc.grpcAddress).join(",");
-  const local = ["--listen", "127.0.0.1:0", "--metrics-listen", "", "--decision", both];
-  const shims = await Promise.all([
-    GreyfleetProcess.start(["policy", ...local, "--mta-id", "mx-a"]),
-    GreyfleetProcess.start(["milter", ...local, "--mta-id", "mx-b"]),
-  ]);
+  const processes: GreyfleetProcess[] = [];
+  const clients: TestClient[] = [];
+  /** The load loops, stopped however the test ends (each stops by itself when its flag is set). */
+  const loads: { stop(): Promise<void> }[] = [];
   try {
+    const prefix = uniquePrefix();
+    const args = [
+      "serve",
+      "--store",
+      topology.url,
+      "--redis-key-prefix",
+      prefix,
+      "--delay",
+      "2s",
+      "--listen",
+      "127.0.0.1:0",
+    ].concat(["--metrics-listen", "", "--store-timeout", "300ms", "--health-interval", "200ms"]);
+    const replicas = await startAll([GreyfleetProcess.start(args), GreyfleetProcess.start(args)]);
+    processes.push(...replicas);
+    clients.push(...replicas.map((proc) => new TestClient(proc.grpcAddress)));
+    const both = replicas.map((proc) => proc.grpcAddress).join(",");
+    const local = ["--listen", "127.0.0.1:0", "--metrics-listen", "", "--decision", both];
+    const shims = await startAll([
+      GreyfleetProcess.start(["policy", ...local, "--mta-id", "mx-a"]),
+      GreyfleetProcess.start(["milter", ...local, "--mta-id", "mx-b"]),
+    ]);
+    processes.push(...shims);
     const triplet = rcpt({ clientAddress: "192.0.2.33", sender: "before@example.org", recipient: "kill@example.com" });
     assert.equal((await clients[0]?.check(triplet))?.reason, Reason.REASON_NEW_TRIPLET);
     // Find the master holding the triplet, and make sure its replica has the write (asynchronous
@@ -172,6 +179,7 @@ async function failover(name: string, start: () => Promise<RedisCluster | RedisS
       shims[0]?.logged(/policy server listening/, "policy") ?? "",
       shims[1]?.logged(/milter server listening/, "milter") ?? "",
     );
+    loads.push(traffic, shimTraffic);
     await delay(500);
     const killed = Date.now();
     await victim.kill();
@@ -218,8 +226,9 @@ async function failover(name: string, start: () => Promise<RedisCluster | RedisS
     const retry = await clients[1]?.check(triplet);
     assert.equal(retry?.reason, Reason.REASON_PASSED_AFTER_RETRY, `the retry got ${JSON.stringify(retry)}`);
   } finally {
+    await Promise.all(loads.map((running) => running.stop()));
     for (const client of clients) client.close();
-    for (const proc of [...shims, ...replicas]) await proc.stop();
+    for (const proc of processes.reverse()) await proc.stop();
     await topology.stop();
   }
 }

@@ -13,6 +13,7 @@ import { rcpt } from "../support/engine";
 import { GreyfleetProcess } from "../support/greyfleet-process";
 import { grpcError, healthStatus, reflectedServices, TestClient } from "../support/grpc-clients";
 import { RedisServer, uniquePrefix } from "../support/redis-server";
+import { startAll } from "../support/start-all";
 
 describe("two decision services on one Redis", () => {
   let redis: RedisServer;
@@ -37,7 +38,7 @@ describe("two decision services on one Redis", () => {
       "--metrics-listen",
       "127.0.0.1:0",
     ];
-    [a, b] = await Promise.all([GreyfleetProcess.start(args), GreyfleetProcess.start(args)]);
+    [a, b] = await startAll([GreyfleetProcess.start(args), GreyfleetProcess.start(args)]);
     clientA = new TestClient(a.grpcAddress);
     clientB = new TestClient(b.grpcAddress);
   });
@@ -45,9 +46,9 @@ describe("two decision services on one Redis", () => {
   after(async () => {
     clientA?.close();
     clientB?.close();
-    assert.equal(await a?.stop(), 0);
-    assert.equal(await b?.stop(), 0);
+    const codes = [await a?.stop(), await b?.stop()];
     await redis?.stop();
+    assert.deepEqual(codes, [0, 0], "both replicas exit 0 on SIGTERM");
   });
 
   it("reports SERVING and lists GreylistService through reflection", async () => {

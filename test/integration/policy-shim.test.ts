@@ -6,6 +6,7 @@ import { GreyfleetProcess } from "../support/greyfleet-process";
 import { PolicyClient, policyRequest } from "../support/policy-client";
 import { freePort } from "../support/ports";
 import { RedisServer, uniquePrefix } from "../support/redis-server";
+import { startAll } from "../support/start-all";
 import { waitFor } from "../support/wait";
 
 const DEFER = "action=DEFER_IF_PERMIT Greylisted, please try again later";
@@ -51,7 +52,7 @@ describe("policy shim", () => {
     redis = await RedisServer.start();
     servicePort = await freePort();
     service = await startService();
-    [policy, smtpReplies, tempfail] = await Promise.all([
+    [policy, smtpReplies, tempfail] = await startAll([
       startPolicy(),
       startPolicy("--policy-defer-reply", "smtp"),
       startPolicy("--failure-mode", "tempfail"),

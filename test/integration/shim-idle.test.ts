@@ -10,6 +10,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { assertContinue, ipv4, smtpSession } from "../support/milter-client";
 import { PolicyClient } from "../support/policy-client";
 import { type ShimUnderTest, startShimUnderTest } from "../support/shim-under-test";
+import { startAll } from "../support/start-all";
 import { waitFor } from "../support/wait";
 
 const IDLE_MS = 200;
@@ -18,10 +19,7 @@ describe("shim idle timeout", () => {
   let policy: ShimUnderTest;
   let milter: ShimUnderTest;
   before(async () => {
-    [policy, milter] = await Promise.all([
-      startShimUnderTest("policy", IDLE_MS),
-      startShimUnderTest("milter", IDLE_MS),
-    ]);
+    [policy, milter] = await startAll([startShimUnderTest("policy", IDLE_MS), startShimUnderTest("milter", IDLE_MS)]);
   });
   after(async () => {
     await policy?.stop();

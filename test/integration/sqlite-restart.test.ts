@@ -29,6 +29,7 @@ describe("sqlite store across restarts", () => {
       return await body(client, proc);
     } finally {
       client.close();
+      await proc.stop("SIGKILL"); // a no-op once the body stopped it; else a failed body left it running
     }
   }
 

@@ -6,6 +6,7 @@ import { rcpt } from "../support/engine";
 import { GreyfleetProcess } from "../support/greyfleet-process";
 import { healthStatus, TestClient } from "../support/grpc-clients";
 import { RedisServer, uniquePrefix } from "../support/redis-server";
+import { startAll } from "../support/start-all";
 import { waitFor } from "../support/wait";
 
 describe("store outage", () => {
@@ -34,10 +35,7 @@ describe("store outage", () => {
       "--store-timeout",
       "200ms",
     ];
-    [open, tempfail] = await Promise.all([
-      GreyfleetProcess.start(args("open")),
-      GreyfleetProcess.start(args("tempfail")),
-    ]);
+    [open, tempfail] = await startAll([GreyfleetProcess.start(args("open")), GreyfleetProcess.start(args("tempfail"))]);
     openClient = new TestClient(open.grpcAddress);
     tempfailClient = new TestClient(tempfail.grpcAddress);
   });

@@ -23,9 +23,12 @@ import { formatReply, ipv4, smtpSession } from "../support/milter-client";
 import { PolicyClient } from "../support/policy-client";
 import { uniquePrefix } from "../support/redis-server";
 import { RedisSentinel } from "../support/redis-topologies";
+import { startAll } from "../support/start-all";
 
 const SECONDS = Number(process.env.GREYFLEET_SOAK_SECONDS ?? "300");
 const WARM_UP_MS = Math.min(60_000, (SECONDS * 1000) / 5);
+/** How often resident memory is sampled: every 5 s, and at least 20 times in a short soak. */
+const SAMPLE_MS = Math.min(5_000, (SECONDS * 1000) / 20);
 const PACE_MS = 10;
 const HUNG_MS = 3_000;
 const LOCAL = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
@@ -75,26 +78,29 @@ const network = (id: number) => `100.${64 + ((id >> 16) & 63)}.${(id >> 8) & 255
 describe("fleet soak", () => {
   it(`${SECONDS} s of steady load with a Redis failover half-way`, async () => {
     const topology = await RedisSentinel.start();
-    const serve = ["serve", "--store", topology.url, "--redis-key-prefix", uniquePrefix(), "--delay", "1s"];
-    const replicas = await Promise.all(
-      [0, 1].map(() => GreyfleetProcess.start([...serve, ...LOCAL, "--store-timeout", "300ms"])),
-    );
-    const both = replicas.map((proc) => proc.grpcAddress).join(",");
-    const [policy, milter] = await Promise.all([
-      GreyfleetProcess.start(["policy", ...LOCAL, "--decision", both, "--mta-id", "mx-a"]),
-      GreyfleetProcess.start(["milter", ...LOCAL, "--decision", both, "--mta-id", "mx-b"]),
-    ]);
-    const processes = { "replica 1": replicas[0], "replica 2": replicas[1], policy, milter } as Record<
-      string,
-      GreyfleetProcess
-    >;
-    const received = new Map<string, number>();
-    const count = (answer: string) => received.set(answer, (received.get(answer) ?? 0) + 1);
-    const memory: { at: number; rss: Record<string, number> }[] = [];
-    const start = Date.now();
-    const end = start + SECONDS * 1000;
-    let killedAt = 0;
+    const started: GreyfleetProcess[] = [];
     try {
+      const serve = ["serve", "--store", topology.url, "--redis-key-prefix", uniquePrefix(), "--delay", "1s"];
+      const replicas = await startAll(
+        [0, 1].map(() => GreyfleetProcess.start([...serve, ...LOCAL, "--store-timeout", "300ms"])),
+      );
+      started.push(...replicas);
+      const both = replicas.map((proc) => proc.grpcAddress).join(",");
+      const [policy, milter] = await startAll([
+        GreyfleetProcess.start(["policy", ...LOCAL, "--decision", both, "--mta-id", "mx-a"]),
+        GreyfleetProcess.start(["milter", ...LOCAL, "--decision", both, "--mta-id", "mx-b"]),
+      ]);
+      started.push(policy, milter);
+      const processes = { "replica 1": replicas[0], "replica 2": replicas[1], policy, milter } as Record<
+        string,
+        GreyfleetProcess
+      >;
+      const received = new Map<string, number>();
+      const count = (answer: string) => received.set(answer, (received.get(answer) ?? 0) + 1);
+      const memory: { at: number; rss: Record<string, number> }[] = [];
+      const start = Date.now();
+      const end = start + SECONDS * 1000;
+      let killedAt = 0;
       const policyLoad = (async () => {
         const client = await PolicyClient.open(policy.logged(/policy server listening/, "policy"));
         const triplets = new Triplets();
@@ -132,7 +138,7 @@ describe("fleet soak", () => {
             killedAt = Date.now();
             await topology.master.kill();
           }
-          await delay(Math.min(5_000, Math.max(0, end - Date.now())));
+          await delay(Math.min(SAMPLE_MS, Math.max(0, end - Date.now())));
         }
       })();
       await Promise.all([policyLoad, milterLoad, watch]);
@@ -185,15 +191,18 @@ describe("fleet soak", () => {
         `# soak rss MiB ${JSON.stringify(memory.map((m) => [Math.round(m.at / 1000), ...Object.values(m.rss).map((b) => Math.round(b / 1048576))]))}\n`,
       );
       const window = Math.min(60_000, (SECONDS * 1000 - WARM_UP_MS) / 3);
-      const peak = (from: number, to: number, name: string) =>
-        Math.max(...memory.filter((m) => m.at >= from && m.at < to).map((m) => m.rss[name] ?? 0));
+      const peak = (from: number, to: number, name: string) => {
+        const samples = memory.filter((m) => m.at >= from && m.at < to).map((m) => m.rss[name] ?? 0);
+        assert.ok(samples.length >= 2, `${name}: ${samples.length} memory samples from ${from} to ${to} ms`);
+        return Math.max(...samples);
+      };
       for (const name of Object.keys(processes)) {
         const early = peak(WARM_UP_MS, WARM_UP_MS + window, name);
         const late = peak(SECONDS * 1000 - window, SECONDS * 1000 + 1, name);
         assert.ok(late <= early * 1.2 + 8 * 1048576, `${name}: RSS grew from ${early} to ${late} bytes`);
       }
     } finally {
-      for (const proc of Object.values(processes)) await proc.stop();
+      for (const proc of started.reverse()) await proc.stop();
       await topology.stop();
     }
   });

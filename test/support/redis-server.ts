@@ -18,7 +18,7 @@ export class RedisProcess {
     private readonly args: readonly string[],
   ) {}
 
-  /** (Re)starts the process and waits until it answers PING. */
+  /** (Re)starts the process and waits until it answers PING; kills it if it never does. */
   async start(): Promise<void> {
     const child = spawn("redis-server", [...this.args], { stdio: ["ignore", "ignore", "inherit"] });
     this.child = child;
@@ -27,17 +27,22 @@ export class RedisProcess {
       child.once("exit", (code) => reject(new Error(`redis-server exited with ${code} on port ${this.port}`)));
     });
     exited.catch(() => {});
-    await Promise.race([
-      waitFor(`redis-server on port ${this.port}`, async () => {
-        const client = this.client();
-        try {
-          return (await client.ping()) === "PONG";
-        } finally {
-          client.disconnect();
-        }
-      }),
-      exited,
-    ]);
+    try {
+      await Promise.race([
+        waitFor(`redis-server on port ${this.port}`, async () => {
+          const client = this.client();
+          try {
+            return (await client.ping()) === "PONG";
+          } finally {
+            client.disconnect();
+          }
+        }),
+        exited,
+      ]);
+    } catch (error) {
+      await this.kill();
+      throw error;
+    }
   }
 
   /** SIGKILL (as abrupt as a crash), and waits for the exit. */

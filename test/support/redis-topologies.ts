@@ -31,6 +31,24 @@ async function clusterPort(taken: Set<number>): Promise<number> {
   }
 }
 
+/**
+ * Runs a topology's set-up; if it fails, kills every process it started and removes its
+ * directory, so a failed start leaves no redis-server behind to hold up the test run.
+ */
+async function cleanUpOnFailure<T>(
+  processes: readonly RedisProcess[],
+  dir: string,
+  setUp: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await setUp();
+  } catch (error) {
+    await Promise.all(processes.map((redis) => redis.kill()));
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
 /** A Redis Cluster of 3 masters and 3 replicas. */
 export class RedisCluster {
   private constructor(
@@ -67,6 +85,11 @@ export class RedisCluster {
         ]),
       );
     }
+    return cleanUpOnFailure(nodes, dir, () => RedisCluster.setUp(nodes, dir));
+  }
+
+  /** Starts the nodes, creates the cluster and waits until it is whole and in sync. */
+  private static async setUp(nodes: readonly RedisProcess[], dir: string): Promise<RedisCluster> {
     await Promise.all(nodes.map((node) => node.start()));
     const create = spawnSync(
       "redis-cli",
@@ -194,48 +217,53 @@ export class RedisSentinel {
     ].concat(["--repl-diskless-sync-delay", "0"]);
     const masterPort = await clusterPort(taken);
     const replicaPort = await clusterPort(taken);
-    const master = new RedisProcess(masterPort, ["--port", String(masterPort), ...base]);
-    const replica = new RedisProcess(replicaPort, [
-      "--port",
-      String(replicaPort),
-      "--replicaof",
-      "127.0.0.1",
-      String(masterPort),
-      ...base,
-    ]);
-    await master.start();
-    await replica.start();
-    const sentinels: RedisProcess[] = [];
-    for (let i = 0; i < 3; i++) {
-      const port = await clusterPort(taken);
-      const config = join(dir, `sentinel-${port}.conf`);
-      writeFileSync(
-        config,
-        [
-          `port ${port}`,
-          "bind 127.0.0.1",
-          "protected-mode no",
-          `dir ${dir}`,
-          `sentinel monitor mymaster 127.0.0.1 ${masterPort} 2`,
-          "sentinel down-after-milliseconds mymaster 1000",
-          "sentinel failover-timeout mymaster 5000",
-          "sentinel parallel-syncs mymaster 1",
-          "",
-        ].join("\n"),
-      );
-      sentinels.push(new RedisProcess(port, [config, "--sentinel"]));
-    }
-    await Promise.all(sentinels.map((s) => s.start()));
-    const setup = new RedisSentinel(master, replica, sentinels, dir);
-    await waitFor("the replica to sync", async () => {
-      const client = replica.client();
-      try {
-        return /master_link_status:up/.test(await client.info("replication"));
-      } finally {
-        client.disconnect();
+    const processes: RedisProcess[] = [];
+    return cleanUpOnFailure(processes, dir, async () => {
+      const master = new RedisProcess(masterPort, ["--port", String(masterPort), ...base]);
+      const replica = new RedisProcess(replicaPort, [
+        "--port",
+        String(replicaPort),
+        "--replicaof",
+        "127.0.0.1",
+        String(masterPort),
+        ...base,
+      ]);
+      processes.push(master, replica);
+      await master.start();
+      await replica.start();
+      const sentinels: RedisProcess[] = [];
+      for (let i = 0; i < 3; i++) {
+        const port = await clusterPort(taken);
+        const config = join(dir, `sentinel-${port}.conf`);
+        writeFileSync(
+          config,
+          [
+            `port ${port}`,
+            "bind 127.0.0.1",
+            "protected-mode no",
+            `dir ${dir}`,
+            `sentinel monitor mymaster 127.0.0.1 ${masterPort} 2`,
+            "sentinel down-after-milliseconds mymaster 1000",
+            "sentinel failover-timeout mymaster 5000",
+            "sentinel parallel-syncs mymaster 1",
+            "",
+          ].join("\n"),
+        );
+        sentinels.push(new RedisProcess(port, [config, "--sentinel"]));
       }
+      processes.push(...sentinels);
+      await Promise.all(sentinels.map((s) => s.start()));
+      const setup = new RedisSentinel(master, replica, sentinels, dir);
+      await waitFor("the replica to sync", async () => {
+        const client = replica.client();
+        try {
+          return /master_link_status:up/.test(await client.info("replication"));
+        } finally {
+          client.disconnect();
+        }
+      });
+      return setup;
     });
-    return setup;
   }
 
   /** redis+sentinel:// URL naming every sentinel. */
