@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { MemoryStore } from "../../services/decision/store/memory";
 import { SqliteStore } from "../../services/decision/store/sqlite";
@@ -10,6 +10,7 @@ import { DEFAULT_POLICY, TestClock } from "../support/engine";
 import { storeConformance } from "./suite";
 
 const dir = mkdtempSync(join(tmpdir(), "greyfleet-conformance-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 {
   const clock = new TestClock();
@@ -93,8 +94,6 @@ describe("sqlite store specifics", () => {
     db.close();
     assert.throws(() => new SqliteStore(path), /has schema version 99; this greyfleet reads up to version 2/);
   });
-
-  it("cleans up", () => rmSync(dir, { recursive: true, force: true }));
 });
 
 describe("exact bounds: the local stores expire a record when verdict() does, to the millisecond", () => {
