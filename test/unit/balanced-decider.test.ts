@@ -139,14 +139,22 @@ describe("BalancedDecider", () => {
   });
 
   it("with every replica ejected, tries the one due back soonest rather than failing unasked", async () => {
-    const { ask, replica, clock } = fleet(["a:1", "b:1"]);
-    replica("a:1").failWith = "unavailable";
+    // b goes out first, then a, then c: the rotation points at a (the first) again and c went out
+    // last, so only "due back soonest" picks b.
+    const { ask, replica, clock } = fleet(["a:1", "b:1", "c:1"]);
+    const checks = () => ["a:1", "b:1", "c:1"].map((address) => replica(address).checks);
     replica("b:1").failWith = "unavailable";
-    await ask(); // a out until +1 s
-    clock.ms += 500;
-    await ask(); // b out until +1.5 s
-    replica("a:1").failWith = undefined;
-    assert.equal(await ask(), "a:1");
+    assert.deepEqual([await ask(), await ask(), await ask()], ["a:1", "failed: unavailable", "c:1"]); // b out until +1 s
+    clock.ms += 200;
+    replica("a:1").failWith = "unavailable";
+    assert.equal(await ask(), "failed: unavailable"); // a out until +1.2 s
+    clock.ms += 100;
+    replica("c:1").failWith = "unavailable";
+    assert.equal(await ask(), "failed: unavailable"); // b skipped; c out until +1.3 s
+    assert.deepEqual(checks(), [2, 1, 2]);
+    replica("b:1").failWith = undefined;
+    assert.equal(await ask(), "b:1");
+    assert.deepEqual(checks(), [2, 2, 2], "only b was asked");
   });
 
   it("follows a DNS name: new addresses join, gone ones are closed, a failed lookup keeps what it had", async () => {

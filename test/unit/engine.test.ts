@@ -158,10 +158,24 @@ describe("Engine failure mode", () => {
     assert.equal(await metricValue(registry, "greyfleet_store_errors_total", { kind: "timeout" }), 1);
   });
 
-  it("answers by the failure mode at once when the caller's deadline has passed", async () => {
-    const { engine } = testEngine(failingStore("hang"), { storeTimeoutMs: 60_000 });
-    const response = await engine.check(rcpt(), { deadlineMs: Date.now() - 1 });
-    assert.equal(response.reason, Reason.REASON_STORE_UNAVAILABLE);
+  it("answers by the failure mode at once when the caller's deadline has passed", { timeout: 2_000 }, async () => {
+    // A store that would hang for the whole store timeout if it were asked.
+    let asked = 0;
+    const store: GreylistStore = {
+      ...failingStore("hang"),
+      decide: () => {
+        asked++;
+        return new Promise<never>(() => {});
+      },
+    };
+    const clock = new TestClock();
+    const { engine, registry } = testEngine(store, { storeTimeoutMs: 60_000, now: clock.now });
+    const started = performance.now();
+    const response = await engine.check(rcpt(), { deadlineMs: clock.now() - 1 });
+    assert.ok(performance.now() - started < 1_000, "the answer waited for the store");
+    assert.deepEqual([response.action, response.reason], [Action.ACTION_ACCEPT, Reason.REASON_STORE_UNAVAILABLE]);
+    assert.equal(asked, 0);
+    assert.equal(await metricValue(registry, "greyfleet_store_errors_total", { kind: "timeout" }), 1);
   });
 
   it("does not touch the store for a caller whose deadline has passed", async () => {

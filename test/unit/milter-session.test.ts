@@ -216,11 +216,17 @@ describe("milter session: replaying captured transcripts", () => {
         else assert.deepEqual(run.closes, []);
       }
     });
+    const captured = new Map(
+      transcript.filter((p) => p.dir === "milter->MTA").map((p) => [summary(Buffer.from(p.hex, "hex")), p.hex]),
+    );
+    // Our replies that mean the same as one of the capture's: each is compared byte for byte.
+    const comparable = replies.filter((reply) => captured.has(reply)).length;
+    // Nothing to compare for the start probe and the first XCLIENT connection: they end before any
+    // recipient, so our only reply is OPTNEG, and the captured filter negotiated differently (no
+    // actions, replies to CONNECT and HELO). The test above checks their replies.
+    if (comparable === 0) continue;
     it(`${file}: every reply that means the same as the capture's is byte-identical to it`, () => {
       const run = drive(decode(stream), decide);
-      const captured = new Map(
-        transcript.filter((p) => p.dir === "milter->MTA").map((p) => [summary(Buffer.from(p.hex, "hex")), p.hex]),
-      );
       let compared = 0;
       for (const packet of run.writes.flatMap(packets)) {
         const hex = captured.get(summary(packet));
@@ -228,7 +234,7 @@ describe("milter session: replaying captured transcripts", () => {
         assert.equal(packet.toString("hex"), hex, summary(packet));
         compared++;
       }
-      assert.ok(compared > 0 || replies.length === 1, "nothing compared");
+      assert.equal(compared, comparable, "replies compared with the capture");
     });
   }
 

@@ -238,7 +238,11 @@ describe("PolicyDecoder on captured Postfix requests", () => {
   it("keeps a request split across chunks that also carry the next one", () => {
     const all = CAPTURE.RCPT_GREYTEST + CAPTURE.RCPT_XCLIENT;
     const results = decode([all.slice(0, 600), all.slice(600, 601), all.slice(601)]);
-    assert.equal(results.length, 2);
+    assert.deepEqual(
+      results.map((result) => (result.kind === "request" ? result.attributes.get("recipient") : result.code)),
+      ["greytest@example.com", "mgrey@example.com"],
+    );
+    assert.deepEqual(results, decode([all]));
   });
 });
 
