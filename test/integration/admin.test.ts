@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
+import { type CheckRequest, Reason } from "../../services/contract/gen/greyfleet/v1/greylist";
 import { projectFile } from "../../services/shared/paths";
 import { rcpt } from "../support/engine";
 import { GreyfleetProcess, runGreyfleet } from "../support/greyfleet-process";
@@ -30,10 +30,12 @@ describe("greyfleet admin", () => {
   before(async () => {
     redis = await RedisServer.start();
     const prefix = uniquePrefix();
-    [a, b] = await Promise.all([
-      serve(redis.url, "--redis-key-prefix", prefix, "--default-whitelist", "off"),
-      serve(redis.url, "--redis-key-prefix", prefix, "--default-whitelist", "off"),
+    // Settled, not Promise.all: a process that did start must be known to after() even if the other failed.
+    const started = await Promise.allSettled([
+      serve(redis.url, "--redis-key-prefix", prefix, "--default-whitelist", "off").then((proc) => (a = proc)),
+      serve(redis.url, "--redis-key-prefix", prefix, "--default-whitelist", "off").then((proc) => (b = proc)),
     ]);
+    for (const result of started) if (result.status === "rejected") throw result.reason;
     clientB = new TestClient(b.grpcAddress);
   });
 
@@ -183,49 +185,65 @@ describe("greyfleet admin", () => {
   it("restores a dump of the embedded store into Redis with every decision reproduced", async () => {
     const sqlite = await serve(`sqlite:${join(dir, "source.sqlite")}`, "--delay", "1s", "--default-whitelist", "off");
     const source = new TestClient(sqlite.grpcAddress);
-    const requests = Array.from({ length: 6 }, (_, i) =>
-      rcpt({ clientAddress: `203.0.${i}.9`, sender: `s${i}@example.org`, recipient: "r@example.com" }),
-    );
-    for (const request of requests) await source.check(request);
-    await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "add", "greytrap", "trap@example.com"]);
-    await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "add", "sender_whitelist", "friend@example.org"]);
-    await source.check(rcpt({ clientAddress: "203.0.99.1", recipient: "trap@example.com" }));
-    const dump = join(dir, "dump.jsonl");
-    const exported = await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "export", dump]);
-    assert.equal(exported.code, 0, exported.stderr);
+    const clients = [source];
+    let target: GreyfleetProcess | undefined;
+    try {
+      const requests = Array.from({ length: 6 }, (_, i) =>
+        rcpt({ clientAddress: `203.0.${i}.9`, sender: `s${i}@example.org`, recipient: "r@example.com" }),
+      );
+      for (const request of requests) await source.check(request);
+      for (const [kind, value] of [
+        ["greytrap", "trap@example.com"],
+        ["sender_whitelist", "friend@example.org"],
+      ] as const) {
+        const added = await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "add", kind, value]);
+        assert.equal(added.code, 0, `add ${kind} ${value}: ${added.stderr}`);
+      }
+      const trapped = await source.check(rcpt({ clientAddress: "203.0.99.1", recipient: "trap@example.com" }));
+      assert.equal(trapped.reason, Reason.REASON_GREYTRAP_HIT, "the greytrap blocks 203.0.99.0/24 in the dump");
+      const dump = join(dir, "dump.jsonl");
+      const exported = await runGreyfleet(["admin", "--server", sqlite.grpcAddress, "export", dump]);
+      assert.equal(exported.code, 0, exported.stderr);
 
-    const target = await serve(
-      redis.url,
-      "--redis-key-prefix",
-      uniquePrefix(),
-      "--delay",
-      "1s",
-      "--default-whitelist",
-      "off",
-    );
-    const restored = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
-    assert.equal(restored.code, 0, restored.stderr);
-    const count = /^imported (\d+) records, kept 0 the store held as new or newer, skipped 0 expired\n$/.exec(
-      restored.stdout,
-    )?.[1];
-    assert.ok(count !== undefined && Number(count) > 0, restored.stdout);
-    // The same dump again writes nothing: the store holds every record as new.
-    const again = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
-    assert.equal(again.stdout, `imported 0 records, kept ${count} the store held as new or newer, skipped 0 expired\n`);
-    const restoredClient = new TestClient(target.grpcAddress);
-    const probes = [
-      ...requests,
-      rcpt({ clientAddress: "203.0.99.2", recipient: "someone@example.com" }),
-      rcpt({ sender: "friend@example.org" }),
-      rcpt({ clientAddress: "198.51.100.99", recipient: "trap@example.com" }),
-    ];
-    for (const probe of probes) {
-      const [x, y] = await Promise.all([source.check(probe), restoredClient.check(probe)]);
-      assert.deepEqual([y.action, y.reason], [x.action, x.reason], `${probe.clientAddress} ${probe.sender}`);
+      target = await serve(
+        redis.url,
+        "--redis-key-prefix",
+        uniquePrefix(),
+        "--delay",
+        "1s",
+        "--default-whitelist",
+        "off",
+      );
+      const restored = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
+      assert.equal(restored.code, 0, restored.stderr);
+      const count = /^imported (\d+) records, kept 0 the store held as new or newer, skipped 0 expired\n$/.exec(
+        restored.stdout,
+      )?.[1];
+      assert.ok(count !== undefined && Number(count) > 0, restored.stdout);
+      // The same dump again writes nothing: the store holds every record as new.
+      const again = await runGreyfleet(["admin", "--server", target.grpcAddress, "restore", dump]);
+      assert.equal(
+        again.stdout,
+        `imported 0 records, kept ${count} the store held as new or newer, skipped 0 expired\n`,
+      );
+      const restoredClient = new TestClient(target.grpcAddress);
+      clients.push(restoredClient);
+      // Each list probe names the reason only its restored entry (or the block it left) gives.
+      const probes: [CheckRequest, Reason | undefined][] = [
+        ...requests.map((request): [CheckRequest, undefined] => [request, undefined]),
+        [rcpt({ clientAddress: "203.0.99.2", recipient: "someone@example.com" }), Reason.REASON_NETWORK_GREYTRAPPED],
+        [rcpt({ sender: "friend@example.org" }), Reason.REASON_SENDER_WHITELISTED],
+        [rcpt({ clientAddress: "198.51.100.99", recipient: "trap@example.com" }), Reason.REASON_GREYTRAP_HIT],
+      ];
+      for (const [probe, reason] of probes) {
+        const [x, y] = await Promise.all([source.check(probe), restoredClient.check(probe)]);
+        assert.deepEqual([y.action, y.reason], [x.action, x.reason], `${probe.clientAddress} ${probe.sender}`);
+        if (reason !== undefined) assert.equal(y.reason, reason, `${probe.clientAddress} ${probe.sender}`);
+      }
+    } finally {
+      for (const client of clients) client.close();
+      await sqlite.stop();
+      await target?.stop();
     }
-    source.close();
-    restoredClient.close();
-    await sqlite.stop();
-    await target.stop();
   });
 });

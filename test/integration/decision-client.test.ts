@@ -8,6 +8,7 @@ import { GreyfleetError } from "../../services/shared/errors";
 import { rcpt } from "../support/engine";
 import { GreyfleetProcess } from "../support/greyfleet-process";
 import { freePort } from "../support/ports";
+import { heldEvalsha, RedisServer, uniquePrefix } from "../support/redis-server";
 import { waitFor } from "../support/wait";
 
 function rejectsWith(code: string) {
@@ -104,15 +105,57 @@ describe("GrpcDecider", () => {
   });
 
   it("gets answers for checks in flight when the service shuts down gracefully", async () => {
-    const inFlight = Array.from({ length: 50 }, (_, i) => decider.check(rcpt({ recipient: `drain${i}@example.com` })));
-    const exit = service.stop("SIGTERM");
-    const settled = await Promise.allSettled(inFlight);
-    // Each either was answered or was refused as the service shut down: none hangs.
-    for (const result of settled) {
-      if (result.status === "fulfilled") assert.equal(result.value.action, Action.ACTION_DEFER);
-      else rejectsWith("unavailable")(result.reason);
+    // Its own service on a Redis that holds the checks: in flight at the service, not on the wire,
+    // when SIGTERM arrives (the memory store answers before a signal could catch them).
+    const redis = await RedisServer.start();
+    const admin = redis.client();
+    let started: GreyfleetProcess | undefined;
+    let opened: GrpcDecider | undefined;
+    try {
+      const draining = await GreyfleetProcess.start([
+        "serve",
+        "--store",
+        redis.url,
+        "--redis-key-prefix",
+        uniquePrefix(),
+        "--store-timeout",
+        "5s",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "",
+        "--shutdown-grace",
+        "5s",
+      ]);
+      started = draining;
+      const own = new GrpcDecider(draining.grpcAddress, 10_000);
+      opened = own;
+      await own.check(rcpt({ recipient: "warm-up@example.com" }));
+      await admin.call("CLIENT", "PAUSE", "10000", "WRITE");
+      // Asked in one turn, so sent in one message: once one of them waits in Redis, the service
+      // has taken every one of them in.
+      const inFlight = Promise.allSettled(
+        Array.from({ length: 50 }, (_, i) => own.check(rcpt({ recipient: `drain${i}@example.com` }))),
+      );
+      await waitFor("the checks to wait in Redis", () => heldEvalsha([admin]));
+      const exit = draining.stop("SIGTERM");
+      await waitFor("the shutdown to begin", () => draining.lines.some((line) => /msg="shutting down"/.test(line)));
+      // A check asked now is refused at once, on the stream the ones in flight keep open.
+      await assert.rejects(own.check(rcpt({ recipient: "late@example.com" })), rejectsWith("unavailable"));
+      await admin.call("CLIENT", "UNPAUSE");
+      const settled = await inFlight;
+      const refused = settled.flatMap((result) => (result.status === "rejected" ? [String(result.reason)] : []));
+      assert.deepEqual(refused, [], "every check in flight was answered");
+      for (const result of settled) {
+        if (result.status === "fulfilled") assert.equal(result.value.reason, Reason.REASON_NEW_TRIPLET);
+      }
+      assert.equal(await exit, 0);
+    } finally {
+      await admin.call("CLIENT", "UNPAUSE").catch(() => undefined);
+      admin.disconnect();
+      opened?.close();
+      await started?.stop("SIGKILL");
+      await redis.stop();
     }
-    assert.equal(await exit, 0);
-    service = await start();
   });
 });

@@ -115,20 +115,33 @@ describe("a fleet: MX shims on decision replicas sharing one Redis", () => {
 
     // The replica comes back on its address; the shim finds it again after its ejection ends.
     const back = await replica(`127.0.0.1:${port}`);
+    // Every answer meanwhile is the greylisting one, but for checks that find the replica's channel
+    // not reconnected yet when its ejection ends: the channel retries within its longest reconnect
+    // backoff (2 s, plus jitter) and each failed return ejects the replica for longer (1 s, then
+    // 2 s at least), so at most two returns fail open.
     const client = await PolicyClient.open(address);
+    const returned: string[] = [];
     await waitFor(
       "the shim to send checks to the replica that came back",
       async () => {
-        assert.equal(
-          await client.ask({ client_address: "192.0.2.99", recipient: `back-${Date.now()}@example.com` }),
-          DEFER,
-        );
+        returned.push(await client.ask({ client_address: "192.0.2.99", recipient: `back-${Date.now()}@example.com` }));
         return (await decisions(back)) > 0;
       },
       35_000,
       100,
     );
     client.close();
+    const returnedOpen = returned.filter((answer) => answer === "action=DUNNO").length;
+    assert.equal(
+      returned.filter((answer) => answer === DEFER).length + returnedOpen,
+      returned.length,
+      `only greylisting or failure-mode answers: ${returned.join("; ")}`,
+    );
+    assert.ok(
+      returnedOpen <= 2,
+      `${returnedOpen} checks failed open while the replica came back: ${returned.join("; ")}`,
+    );
+    assert.equal(returned.at(-1), DEFER, "the check that reached the replica that came back was greylisted");
   });
 
   it("dns:NAME:PORT balances over every address the name resolves to", async () => {
