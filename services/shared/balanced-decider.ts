@@ -4,7 +4,10 @@
  * re-resolved every few seconds: a headless Kubernetes Service). Checks go round robin to the
  * replicas in service; a replica whose stream fails (or that misses a deadline) is ejected for a
  * while, doubling up to a limit, so a dead replica costs one failed check per ejection, not one
- * per recipient. A failed check is never retried elsewhere: it may have been recorded.
+ * per recipient. A failed check is never retried elsewhere: it may have been recorded. Among the
+ * replicas in service, those whose connection is up are preferred: a replica whose ejection has
+ * ended but whose channel has not reconnected gets no checks while another can take them, so a
+ * replica that is still down does not cost a failed check each time its ejection ends.
  *
  * grpc-js's own round_robin balances calls, but a shim sends its checks on one long-lived
  * CheckStream (one call), which that would pin to one replica; so each replica gets its own
@@ -16,10 +19,17 @@ import type { CheckOptions, Decider } from "./decider";
 import { GreyfleetError } from "./errors";
 import type { DecisionTargets } from "./settings";
 
+/** The Decider of one replica: closable, and able to say whether its connection is up. */
+export type ReplicaDecider = Decider & {
+  close(): void;
+  /** Whether a check now would find the replica (unknown: assumed so). */
+  connected?(): boolean;
+};
+
 /** One replica and its ejection state. */
 interface Replica {
   readonly address: string;
-  readonly decider: Decider & { close(): void };
+  readonly decider: ReplicaDecider;
   /** Not picked before this time (epoch ms); 0 = in service. */
   ejectedUntilMs: number;
   /** The next ejection's length, ms. */
@@ -37,7 +47,7 @@ export class BalancedDecider implements Decider {
   private resolveTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  private readonly connect: (address: string) => Decider & { close(): void };
+  private readonly connect: (address: string) => ReplicaDecider;
   private readonly onChange: (addresses: readonly string[]) => void;
   private readonly now: () => number;
   private readonly lookup: (host: string) => Promise<readonly { address: string; family: number }[]>;
@@ -46,7 +56,7 @@ export class BalancedDecider implements Decider {
     private readonly targets: DecisionTargets,
     options: {
       /** Makes the Decider of one replica address. */
-      connect: (address: string) => Decider & { close(): void };
+      connect: (address: string) => ReplicaDecider;
       /** Told the replica addresses whenever they change. */
       onChange?: (addresses: readonly string[]) => void;
       now?: () => number;
@@ -101,12 +111,23 @@ export class BalancedDecider implements Decider {
     this.replicas = [];
   }
 
-  /** Round robin over the replicas in service; if every one is ejected, the one back soonest. */
+  /**
+   * Round robin over the replicas in service whose connection is up; else over those in service;
+   * if every one is ejected, the one back soonest.
+   */
   private pick(): Replica | undefined {
     const nowMs = this.now();
+    let unconnected: number | undefined;
     for (let tried = 0; tried < this.replicas.length; tried++) {
-      const replica = this.replicas[this.next++ % this.replicas.length] as Replica;
-      if (replica.ejectedUntilMs <= nowMs) return replica;
+      const index = this.next++ % this.replicas.length;
+      const replica = this.replicas[index] as Replica;
+      if (replica.ejectedUntilMs > nowMs) continue;
+      if (replica.decider.connected?.() !== false) return replica;
+      unconnected ??= index;
+    }
+    if (unconnected !== undefined) {
+      this.next = unconnected + 1; // the rotation goes on from the one picked
+      return this.replicas[unconnected];
     }
     return this.replicas.reduce<Replica | undefined>(
       (soonest, replica) =>

@@ -6,7 +6,14 @@
  * been recorded before its answer was lost. While tracing is on each Check has a client span whose
  * context travels in its StreamedCheck (traceparent), as one stream carries many Checks.
  */
-import { type ChannelCredentials, type ClientDuplexStream, credentials, Metadata, status } from "@grpc/grpc-js";
+import {
+  type ChannelCredentials,
+  type ClientDuplexStream,
+  connectivityState,
+  credentials,
+  Metadata,
+  status,
+} from "@grpc/grpc-js";
 import {
   type CheckRequest,
   type CheckResponse,
@@ -54,6 +61,8 @@ export class GrpcDecider implements Decider {
   private batch: StreamedCheck[] = [];
   private nextId = 1;
   private closed = false;
+  /** The last stream broke and no answer has come since: an idle channel is not trusted. */
+  private broken = false;
 
   constructor(
     readonly address: string,
@@ -91,6 +100,17 @@ export class GrpcDecider implements Decider {
     });
   }
 
+  /**
+   * Whether a check now would find the service: the channel is connected, or idle with no failure
+   * since its last answer (an idle channel connects on the first call). Asking also starts a
+   * reconnect of a channel that is idle, so a replica that comes back is found without a check
+   * failing on it first.
+   */
+  connected(): boolean {
+    const state = this.client.getChannel().getConnectivityState(true);
+    return state === connectivityState.READY || (state === connectivityState.IDLE && !this.broken);
+  }
+
   /** Closes the stream and the channel; Checks in flight fail with "unavailable". */
   close(): void {
     this.closed = true;
@@ -106,6 +126,7 @@ export class GrpcDecider implements Decider {
     const gone = (reason: string): void => {
       if (this.stream !== stream) return;
       this.stream = undefined;
+      this.broken = true;
       this.failAll(reason);
     };
     stream.on("data", (message: CheckStreamResponse) => this.settle(message));
@@ -135,6 +156,7 @@ export class GrpcDecider implements Decider {
   }
 
   private settle(message: CheckStreamResponse): void {
+    this.broken = false;
     for (const answer of message.answers) {
       const id = Number(answer.id);
       const pending = this.pending.get(id);

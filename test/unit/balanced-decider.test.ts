@@ -11,13 +11,21 @@ import { type ErrorCode, GreyfleetError } from "../../services/shared/errors";
 import { parseDecisionTargets } from "../../services/shared/settings";
 import { rcpt } from "../support/engine";
 
-/** A replica stand-in: counts its checks, fails with `failWith` while it is set. */
+/**
+ * A replica stand-in: counts its checks, fails with `failWith` while it is set, and says its
+ * connection is up while `up` is.
+ */
 class Replica {
   checks = 0;
   closed = false;
   failWith: ErrorCode | undefined;
+  up = true;
 
   constructor(readonly address: string) {}
+
+  connected(): boolean {
+    return this.up;
+  }
 
   check(_request: CheckRequest): Promise<CheckResponse> {
     this.checks++;
@@ -155,6 +163,35 @@ describe("BalancedDecider", () => {
     replica("b:1").failWith = undefined;
     assert.equal(await ask(), "b:1");
     assert.deepEqual(checks(), [2, 2, 2], "only b was asked");
+  });
+
+  it("prefers replicas whose connection is up; with none up, goes round robin over the rest", async () => {
+    const { ask, replica } = fleet(["a:1", "b:1", "c:1"]);
+    replica("b:1").up = false;
+    const answered = [];
+    for (let i = 0; i < 4; i++) answered.push(await ask());
+    assert.deepEqual(answered, ["a:1", "c:1", "a:1", "c:1"]);
+    assert.equal(replica("b:1").checks, 0);
+    replica("a:1").up = false;
+    replica("c:1").up = false;
+    answered.length = 0;
+    for (let i = 0; i < 3; i++) answered.push(await ask());
+    assert.deepEqual([...answered].sort(), ["a:1", "b:1", "c:1"]);
+  });
+
+  it("a replica still down when its ejection ends gets no check until its connection is back", async () => {
+    const { ask, askUntil, replica, clock } = fleet(["a:1", "b:1"]);
+    replica("b:1").failWith = "unavailable";
+    await askUntil("failed: unavailable"); // b's stream broke: ejected, and its channel is down
+    replica("b:1").up = false;
+    clock.ms += 60_000; // long past any ejection
+    const answered = [];
+    for (let i = 0; i < 4; i++) answered.push(await ask());
+    assert.deepEqual(answered, ["a:1", "a:1", "a:1", "a:1"]);
+    assert.equal(replica("b:1").checks, 1, "no check failed on b while it was down");
+    replica("b:1").failWith = undefined;
+    replica("b:1").up = true;
+    await askUntil("b:1");
   });
 
   it("follows a DNS name: new addresses join, gone ones are closed, a failed lookup keeps what it had", async () => {
