@@ -3,11 +3,11 @@
  * ("10.0.0.1:50051,10.0.0.2:50051") or as every address of a DNS name ("dns:greyfleet:50051",
  * re-resolved every few seconds: a headless Kubernetes Service). Checks go round robin to the
  * replicas in service; a replica whose stream fails (or that misses a deadline) is ejected for a
- * while, doubling up to a limit, so a dead replica costs one failed check per ejection, not one
- * per recipient. A failed check is never retried elsewhere: it may have been recorded. Among the
- * replicas in service, those whose connection is up are preferred: a replica whose ejection has
- * ended but whose channel has not reconnected gets no checks while another can take them, so a
- * replica that is still down does not cost a failed check each time its ejection ends.
+ * while, doubling up to a limit. Among the replicas in service, those whose connection is up are
+ * preferred: a replica whose ejection has ended but whose channel has not reconnected gets no
+ * checks while another can take them. So a dead replica costs the checks in flight on it when it
+ * died, not one per recipient nor one per ejection. A failed check is never retried elsewhere: it
+ * may have been recorded.
  *
  * grpc-js's own round_robin balances calls, but a shim sends its checks on one long-lived
  * CheckStream (one call), which that would pin to one replica; so each replica gets its own
