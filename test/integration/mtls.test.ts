@@ -141,6 +141,7 @@ describe("admin token", () => {
       ["serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--metrics-listen", ""],
       { env: { GREYFLEET_ADMIN_TOKEN: "s3cret-token" } },
     );
+    const dumpDir = mkdtempSync(join(tmpdir(), "greyfleet-admin-"));
     try {
       const stats = (token: string | undefined) =>
         runGreyfleet(["admin", "--server", service.grpcAddress, "stats"], {
@@ -153,7 +154,7 @@ describe("admin token", () => {
       assert.match(wrong.stderr, /this credential may not use AdminService/);
       assert.equal((await stats("s3cret-token")).code, 0);
       // Every AdminService method, not only Stats: each refuses a caller without the token.
-      const dump = join(mkdtempSync(join(tmpdir(), "greyfleet-admin-")), "state.jsonl");
+      const dump = join(dumpDir, "state.jsonl");
       writeFileSync(dump, '{"entry":{"kind":"LIST_KIND_CLIENT_WHITELIST","value":"0.0.0.0/1","source":"x"}}\n');
       const triplet = ["--client", "192.0.2.1", "--sender", "a@example.org", "--recipient", "b@example.com"];
       for (const command of [
@@ -177,6 +178,7 @@ describe("admin token", () => {
       assert.doesNotMatch(listed.stdout, /0\.0\.0\.0\/1/, "nothing was written without the token");
     } finally {
       await service.stop();
+      rmSync(dumpDir, { recursive: true, force: true });
     }
   });
 });
