@@ -17,6 +17,7 @@ import { LIST_KIND_NAMES, type ListKindName } from "../decision/domain/lists";
 import { kindOf } from "../decision/rpc/admin-convert";
 import { parseDurationMs } from "../shared/durations";
 import { channelCredentials, channelOptions } from "../shared/tls";
+import { writableAgain } from "../shared/writable";
 import { AdminCallError, AdminClient } from "./admin-client";
 import { IMPORT_FORMATS, type ImportFormat, parseImport } from "./import-formats";
 import { printTable } from "./table";
@@ -309,16 +310,21 @@ export async function runAdmin(argv: readonly string[], out: NodeJS.WritableStre
         return 0;
       }
       case "export": {
-        const target: NodeJS.WritableStream =
-          args[0] === undefined || args[0] === "-" ? out : createWriteStream(args[0]);
+        const file = args[0] === undefined || args[0] === "-" ? undefined : args[0];
+        const target: NodeJS.WritableStream = file === undefined ? out : createWriteStream(file);
+        // A file that cannot be written (no such directory, disk full) ends the export with its reason.
+        let failed: Error | undefined;
+        target.on("error", (error: Error) => {
+          failed ??= error;
+        });
         let count = 0;
         for await (const record of client.export()) {
-          if (!target.write(`${JSON.stringify(StateRecord.toJSON(record))}\n`)) {
-            await new Promise((resolve) => target.once("drain", resolve));
-          }
+          if (failed) break;
+          if (!target.write(`${JSON.stringify(StateRecord.toJSON(record))}\n`)) await writableAgain(target);
           count++;
         }
-        if (target !== out) await new Promise<void>((resolve) => target.end(() => resolve()));
+        if (file !== undefined && !failed) await new Promise<void>((resolve) => target.end(() => resolve()));
+        if (failed) throw new AdminCallError(`cannot write ${file ?? "the export"}: ${failed.message}`);
         process.stderr.write(`exported ${count} records\n`);
         return 0;
       }

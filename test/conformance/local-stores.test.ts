@@ -87,6 +87,24 @@ describe("sqlite store specifics", () => {
     await store.close();
   });
 
+  it("exports every live row exactly once across many pages, and skips expired ones", async () => {
+    const clock = new TestClock();
+    const store = new SqliteStore(join(dir, "pages.sqlite"), clock.now);
+    try {
+      // 2,345 triplets span three export pages; 5 more expire before the export.
+      for (let i = 0; i < 5; i++) await store.decide({ ...query, recipient: `old${i}@example.com` }, DEFAULT_POLICY);
+      clock.advance(DEFAULT_POLICY.retryWindowMs - 1);
+      for (let i = 0; i < 2_345; i++) await store.decide({ ...query, recipient: `r${i}@example.com` }, DEFAULT_POLICY);
+      clock.advance(1);
+      const ids: string[] = [];
+      for await (const record of store.exportRecords()) if (record.type === "triplet") ids.push(record.id);
+      assert.equal(ids.length, 2_345);
+      assert.equal(new Set(ids).size, 2_345, "no triplet exported twice");
+    } finally {
+      await store.close();
+    }
+  });
+
   it("refuses a file of another schema version with a clear message", async () => {
     const path = join(dir, "future.sqlite");
     const db = new Database(path);

@@ -97,6 +97,21 @@ describe("redis store specifics", () => {
     await store.close();
   });
 
+  it("flushes a network holding more keys than one Lua unpack() takes (9,000 triplets)", async () => {
+    const store = await open(uniquePrefix());
+    try {
+      await Promise.all(
+        Array.from({ length: 9_000 }, (_, i) =>
+          store.decide({ ...query, recipient: `r${i}@example.com` }, DEFAULT_POLICY),
+        ),
+      );
+      assert.equal(await store.flushNetwork(query.network), 9_000);
+      assert.equal((await store.decide(query, DEFAULT_POLICY)).outcome.kind, "new_triplet");
+    } finally {
+      await store.close();
+    }
+  });
+
   it("takes one EVALSHA round trip per decision and survives SCRIPT FLUSH", async () => {
     const store = await open(uniquePrefix());
     await store.decide(query, DEFAULT_POLICY); // loads the script

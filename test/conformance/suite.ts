@@ -300,6 +300,18 @@ export function storeConformance(
       }
     });
 
+    it("an export paused part-way (its client slow to read) holds up no decision, then reads on", async () => {
+      for (let i = 0; i < 3; i++) await decide(fresh());
+      const exporting = sut.store.exportRecords()[Symbol.asyncIterator]();
+      assert.equal((await exporting.next()).done, false);
+      // While the export waits for its reader, decisions and other writes go on as usual.
+      assert.equal((await decide(fresh())).kind, "new_triplet");
+      await sut.store.blockNetwork(fresh().network, H);
+      let rest = 0;
+      for (let next = await exporting.next(); !next.done; next = await exporting.next()) rest++;
+      assert.ok(rest >= 2, `the export read on: ${rest} more records`);
+    });
+
     it("a restore keeps the store's newer records and replaces older ones, so it can run twice", async () => {
       const q = fresh();
       const trapped = fresh().network; // a blocked network decides nothing: not q's

@@ -125,6 +125,13 @@ describe("greyfleet admin", () => {
     assert.match(usage.stderr, /unknown list kind "no_such_kind"/);
   });
 
+  it("an export to a file that cannot be written ends with the reason, not a crash", async () => {
+    const result = await admin(a, "export", join(dir, "no-such-directory", "dump.jsonl"));
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /^greyfleet admin: cannot write .*no-such-directory\/dump\.jsonl: ENOENT/);
+    assert.doesNotMatch(result.stderr, /node:events|Unhandled/);
+  });
+
   it("imports a list file larger than one gRPC message, reporting bad lines by their number", async () => {
     const service = await serve("memory:", "--default-whitelist", "off");
     try {

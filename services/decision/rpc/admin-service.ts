@@ -9,6 +9,7 @@ import type {
 } from "../../contract/gen/greyfleet/v1/admin";
 import { describeError, GreyfleetError } from "../../shared/errors";
 import type { Logger } from "../../shared/logging";
+import { writableAgain } from "../../shared/writable";
 import type { Admin } from "../admin";
 import type { StateRecord } from "../store/store";
 import { type AdminAccess, authorize } from "./admin-auth";
@@ -102,9 +103,8 @@ export function adminService(admin: Admin, log: Logger, access: AdminAccess): Ad
       void (async () => {
         try {
           for await (const record of admin.exportRecords()) {
-            if (call.cancelled) return;
-            if (!call.write({ record: toWireRecord(record) }))
-              await new Promise((resolve) => call.once("drain", resolve));
+            if (call.cancelled || call.destroyed) return; // the caller went away: stop reading the store
+            if (!call.write({ record: toWireRecord(record) })) await writableAgain(call);
           }
           call.end();
         } catch (thrown) {

@@ -26,6 +26,8 @@ import type {
 /** Expired rows are deleted in batches of this size, every PRUNE_INTERVAL_MS. */
 const PRUNE_BATCH_ROWS = 5_000;
 const PRUNE_INTERVAL_MS = 60_000;
+/** An export reads rows in pages of this size (see exportRecords). */
+const EXPORT_PAGE_ROWS = 1_000;
 
 interface TripletRow {
   id: string;
@@ -272,11 +274,15 @@ export class SqliteStore implements Store {
     });
   }
 
+  /**
+   * Every live record, read a page at a time: a statement left open across a yield (while the
+   * caller waits for its client to take more) would refuse every write of this connection, so
+   * decisions would fail for as long as an export is paused. Pages follow the primary key, so a
+   * record is exported once even if others are written meanwhile (the export is not one snapshot).
+   */
   async *exportRecords(): AsyncIterable<StateRecord> {
     const nowMs = this.now();
-    for (const row of this.db
-      .prepare("SELECT * FROM triplets WHERE expires_ms > ?")
-      .iterate(nowMs) as Iterable<TripletRow>) {
+    for (const row of this.pages<TripletRow>("triplets", "id", nowMs)) {
       yield {
         type: "triplet",
         id: row.id,
@@ -287,9 +293,7 @@ export class SqliteStore implements Store {
         expiresMs: row.expires_ms,
       };
     }
-    for (const row of this.db
-      .prepare("SELECT * FROM clients WHERE expires_ms > ?")
-      .iterate(nowMs) as Iterable<ClientRow>) {
+    for (const row of this.pages<ClientRow>("clients", "network_id", nowMs)) {
       yield {
         type: "client",
         networkId: row.network_id,
@@ -310,6 +314,20 @@ export class SqliteStore implements Store {
     }[];
     for (const row of pairs) yield { type: "outbound", id: row.id, expiresMs: row.expires_ms };
     for (const entry of await this.listEntries()) yield { type: "entry", entry };
+  }
+
+  /** The live rows of `table` in pages of EXPORT_PAGE_ROWS, by its text primary key `key`. */
+  private *pages<Row>(table: string, key: string, nowMs: number): Iterable<Row> {
+    const page = this.db.prepare(
+      `SELECT * FROM ${table} WHERE expires_ms > ? AND ${key} > ? ORDER BY ${key} LIMIT ${EXPORT_PAGE_ROWS}`,
+    );
+    for (let after = ""; ; ) {
+      const rows = page.all(nowMs, after) as Row[];
+      yield* rows;
+      const last = rows.at(-1);
+      if (rows.length < EXPORT_PAGE_ROWS || last === undefined) return;
+      after = String((last as Record<string, unknown>)[key]);
+    }
   }
 
   async importRecords(records: AsyncIterable<StateRecord>): Promise<ImportResult> {
