@@ -2,7 +2,7 @@
  * The milter server: one connection per SMTP session (Postfix and sendmail never reuse one).
  * Bytes go through the pure decoder and the pure session state machine; this file only performs
  * the effects: writes (each batch of replies in one write, with TCP_NODELAY, so no reply waits
- * for a delayed ACK), decisions (one recipient at a time: the MTA waits for each reply), and
+ * for a delayed ACK), decisions (one at a time: the MTA waits for each reply), and
  * closing. A protocol error closes that connection only.
  */
 import type { Socket } from "node:net";

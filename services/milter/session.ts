@@ -13,7 +13,6 @@ import {
   type MacroTable,
   type Message,
   macroValue,
-  type Recipients,
   replyFor,
   resolve,
   stripIpv6Label,
@@ -56,16 +55,15 @@ export interface ClientInfo {
   readonly local: boolean;
 }
 
-/** A check in flight: at RCPT for one recipient, or for the null sender one recipient at a time. */
-export type PendingCheck =
-  | { readonly checkId: number; readonly step: "rcpt"; readonly recipient: string }
-  | {
-      readonly checkId: number;
-      /** "eom" when the MTA has no DATA step (version < 4) or DATA could not be answered. */
-      readonly step: "data" | "eom";
-      readonly recipient: string;
-      readonly remaining: Recipients;
-    };
+/**
+ * A check in flight: at RCPT for one recipient, or for the null sender's whole message ("eom" when
+ * the MTA has no DATA step, version < 4, or DATA could not be answered).
+ */
+export type PendingCheck = {
+  readonly checkId: number;
+  readonly step: "rcpt" | "data" | "eom";
+  readonly recipient: string;
+};
 
 /** Every phase of a connection, each with exactly the facts known in it. */
 export type SessionState =
@@ -259,22 +257,26 @@ function onDecision(state: AwaitingState, decision: Decision): Transition {
     return { state: { ...base, message: { ...message, accepted, xGreylist } }, effects: [reply(encodeContinue())] };
   }
   const next: MessageState = { ...base, message: { ...message, xGreylist } };
-  // One defer or reject fails the whole message of the null sender, so the recipients after it
-  // are not asked: asking would use up their single-use passes for a message that is not
-  // delivered, and a bounce to several recipients could then be deferred on every retry.
+  // The null sender's one check (see startNullSenderChecks) decides the whole message.
   if (outcome.action !== "accept") return { state: endMessage(next), effects: [reply(replyFor(outcome))] };
-  const [recipient, ...remaining] = pending.remaining;
-  if (recipient !== undefined) return startCheck(next, { step: pending.step, recipient, remaining });
   if (pending.step === "eom") return endOfMessage(next);
   return { state: next, effects: [reply(encodeContinue())] };
 }
 
-// One check per distinct accepted recipient, in order; with none there is nothing to decide.
+/**
+ * The null sender's message is decided once: for its one recipient, or with several for the
+ * message as a whole (recipient "", as Postfix's policy client asks at DATA then, so both shims
+ * key it alike). A check per recipient would not do: a single-use pass is used up when asked, so
+ * the first recipients' passes would be spent on a message a later recipient defers, and a bounce
+ * to N recipients would need 2^N attempts. With no recipient there is nothing to decide.
+ */
 function startNullSenderChecks(state: MessageState, step: "data" | "eom"): Transition {
-  const [recipient, ...remaining] = [...new Set(state.message.accepted)];
+  const recipients = [...new Set(state.message.accepted)];
   const checked: MessageState = { ...state, message: { ...state.message, dataChecked: true } };
-  if (recipient !== undefined) return startCheck(checked, { step, recipient, remaining });
-  return step === "eom" ? endOfMessage(checked) : { state: checked, effects: [reply(encodeContinue())] };
+  if (recipients.length === 0) {
+    return step === "eom" ? endOfMessage(checked) : { state: checked, effects: [reply(encodeContinue())] };
+  }
+  return startCheck(checked, { step, recipient: recipients.length === 1 ? (recipients[0] as string) : "" });
 }
 
 // Omit distributed over the union, so each variant keeps its own fields.

@@ -91,6 +91,11 @@ describe("greyfleet milter in front of greyfleet serve", () => {
     assertContinue(await first.mail(""));
     assertContinue(await first.rcpt("bounce@example.com"));
     assertReplyCode(await first.data(), GREYLISTED);
+    first.abort();
+    assertContinue(await first.mail(""));
+    assertContinue(await first.rcpt("dsn-a@example.com"));
+    assertContinue(await first.rcpt("dsn-b@example.com"));
+    assertReplyCode(await first.data(), GREYLISTED);
     await first.quit();
 
     // The one real wait, until the later of the two triplets may pass by the service's clock.
@@ -120,6 +125,13 @@ describe("greyfleet milter in front of greyfleet serve", () => {
     assertContinue(await retry.mail(""));
     assertContinue(await retry.rcpt("bounce@example.com"));
     assertReplyCode(await retry.data(), GREYLISTED);
+    // A bounce to two recipients is decided as one message, so its first retry passes whole.
+    retry.abort();
+    assertContinue(await retry.mail(""));
+    assertContinue(await retry.rcpt("dsn-a@example.com"));
+    assertContinue(await retry.rcpt("dsn-b@example.com"));
+    assertContinue(await retry.data());
+    assertXGreylistThenContinue(await retry.endOfMessage());
     await retry.quit();
   });
 
@@ -147,8 +159,12 @@ describe("greyfleet milter in front of greyfleet serve", () => {
     assertContinue(await session.rcpt("abuse@example.com"));
     assertReplyCode(await session.data(), GREYLISTED);
     await session.quit();
-    // The first recipient's deferral decides the message; the second is not asked.
-    await decisionLogged(serve, "postmaster@example.com", "new_triplet", "sender");
+    // Two recipients: the message is decided once, as a whole (recipient ""), as Postfix's
+    // policy client asks at DATA; neither recipient's triplet is asked at DATA.
+    await waitFor("the message's one decision logged", () =>
+      serve.logged(/msg=decision .*reason=new_triplet client_address=203\.0\.113\.8 .*sender="" recipient="" /, "mta"),
+    );
+    assert.ok(!serve.lines.some((line) => /msg=decision .*sender="" recipient=(postmaster|abuse)@/.test(line)));
   });
 
   it("greylists an IPv6 client from Postfix (::) and sendmail (IPv6:) by its /64", async () => {
@@ -252,10 +268,10 @@ describe("greyfleet milter in front of greyfleet serve", () => {
     // Totals of the tests above: every recipient answered once, each in its own stage.
     assert.deepEqual(
       [await requests("rcpt", "defer"), await requests("rcpt", "accept"), await requests("rcpt", "local")],
-      [11, 10, 1],
+      [11, 14, 1],
     );
-    assert.deepEqual([await requests("data", "defer"), await requests("data", "accept")], [4, 1]);
-    assert.equal(await metric(at, "greyfleet_shim_decision_call_duration_seconds_count", { shim: "milter" }), 26);
+    assert.deepEqual([await requests("data", "defer"), await requests("data", "accept")], [5, 2]);
+    assert.equal(await metric(at, "greyfleet_shim_decision_call_duration_seconds_count", { shim: "milter" }), 32);
     assert.equal(await metric(at, "greyfleet_shim_failure_mode_activations_total", {}), 0);
     assert.equal(await metric(at, "greyfleet_shim_connections_total", { shim: "milter" }), 16);
     await waitFor("every MTA connection closed", async () => {
