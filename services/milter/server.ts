@@ -246,5 +246,6 @@ export function startMilterServer(options: MilterServerOptions): Promise<ShimLis
     idleTimeoutMs: options.idleTimeoutMs,
     metrics: options.metrics,
     handle: (socket) => new MilterConnection(socket, options),
+    onError: (error) => options.log.warn("accepting a connection failed", { error: error.message }),
   });
 }

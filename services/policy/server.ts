@@ -195,5 +195,6 @@ export function startPolicyServer(options: PolicyServerOptions): Promise<ShimLis
     idleTimeoutMs: options.idleTimeoutMs,
     metrics: options.metrics,
     handle: (socket) => new PolicyConnection(socket, options),
+    onError: (error) => options.log.warn("accepting a connection failed", { error: error.message }),
   });
 }

@@ -10,13 +10,18 @@ export function splitHostPort(hostPort: string): { host: string; port: number } 
   return { host, port: Number(match[2]) };
 }
 
-/** Starts `server` listening on HOST:PORT; rejects with the bind error (e.g. EADDRINUSE). */
-export function listenHttp(server: Server, hostPort: string): Promise<void> {
+/**
+ * Starts `server` listening on HOST:PORT; rejects with the bind error (e.g. EADDRINUSE). Errors it
+ * reports once listening are failed accepts (ENOBUFS, ENOMEM, …): it goes on accepting, so they go
+ * to `onError` (Node would otherwise throw them and end the process).
+ */
+export function listenHttp(server: Server, hostPort: string, onError: (error: Error) => void): Promise<void> {
   const { host, port } = splitHostPort(hostPort);
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
       server.off("error", reject);
+      server.on("error", onError);
       resolve();
     });
   });

@@ -164,6 +164,8 @@ export async function serveMetrics(registry: Registry, hostPort: string, log: Lo
       response.writeHead(404, { "content-type": "text/plain" }).end("not found: try /metrics\n");
     }
   });
-  await listenHttp(server, hostPort);
+  await listenHttp(server, hostPort, (error) =>
+    log.warn("metrics server: accepting a connection failed", { error: describeError(error) }),
+  );
   return server;
 }

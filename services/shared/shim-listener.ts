@@ -44,6 +44,8 @@ export async function listenShim(options: {
   idleTimeoutMs: number;
   metrics: ShimMetrics;
   handle: (socket: Socket) => ConnectionHandler;
+  /** Told of a failed accept (ENOBUFS, ENOMEM, …) once listening; the server goes on accepting. */
+  onError: (error: Error) => void;
 }): Promise<ShimListener> {
   const connections = new Map<Socket, ConnectionHandler>();
   // allowHalfOpen: a peer that shuts down its side after sending (Exim's readsocket does, with
@@ -65,18 +67,26 @@ export async function listenShim(options: {
     throw new Error(`listen ${options.listen}: another process is listening on it`);
   }
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (error) => reject(new Error(`listen ${options.listen}: ${error.message}`)));
+    const failed = (error: Error) => reject(new Error(`listen ${options.listen}: ${error.message}`));
+    const listening = () => {
+      // From now on an error is a failed accept, not a failed start: reported, never thrown
+      // (Node would throw an 'error' nobody listens to, and end every MTA session with it).
+      server.off("error", failed);
+      server.on("error", options.onError);
+      resolve();
+    };
+    server.once("error", failed);
     if (unixPath) {
       if (existsSync(unixPath)) unlinkSync(unixPath);
       server.listen(unixPath, () => {
         // Owner and group may connect (the MTA's group, e.g. postfix, through a setgid
         // directory), nobody else, whatever the process's umask.
         chmodSync(unixPath, UNIX_SOCKET_MODE);
-        resolve();
+        listening();
       });
     } else {
       const { host, port } = splitHostPort(options.listen);
-      server.listen(port, host, resolve);
+      server.listen(port, host, listening);
     }
   });
   return {

@@ -24,6 +24,7 @@ const listen = (path: string) =>
       socket.end();
       return { idle: () => Promise.resolve() };
     },
+    onError: (error) => assert.fail(`no accept fails here: ${error.message}`),
   });
 
 describe("shim unix socket at start", () => {
