@@ -65,6 +65,9 @@ export type PendingCheck = {
   readonly recipient: string;
 };
 
+/** The stages whose macros the session reads: connect, HELO, MAIL, RCPT, DATA, end of message. */
+const MACRO_STAGES_READ = new Set(["C", "H", "M", "R", "T", "E"]);
+
 /** Every phase of a connection, each with exactly the facts known in it. */
 export type SessionState =
   | { readonly phase: "negotiating" }
@@ -171,6 +174,9 @@ const HANDLERS: { readonly [K in MilterCommandKind]: Handler<K> } = {
     return { state: { phase: "idle", conn }, effects: [reply(result.value.reply)] };
   },
   macro: (state, command) => {
+    // Only the stages read here are kept: a peer sending macros for every byte value would
+    // otherwise hold up to 256 tables of a frame each per connection.
+    if (!MACRO_STAGES_READ.has(command.stage)) return { state, effects: [] };
     const macros = new Map(state.conn.macros).set(command.stage, command.macros);
     return { state: { ...state, conn: { ...state.conn, macros } }, effects: [] };
   },

@@ -499,7 +499,7 @@ describe("milter session: protocol lifecycle", () => {
     assert.deepEqual(run.closes, [{ kind: "close", reason: "quit" }]);
   });
 
-  it("stores macros of any stage, empty ones included, each replacing its stage's previous ones", () => {
+  it("takes macros of any stage, empty ones included; keeps the stages it reads, each replacing its last", () => {
     const run = drive(
       cmds(optneg(), macro("C", { "{client_name}": "mx.example.net" }), connect("[192.0.2.1]", "4", "192.0.2.1"))
         .concat(cmds(macro("H"), helo(), macro("U"), frame(C.SMFIC_UNKNOWN, "XYZZY\0"), macro("X", { a: "b" })))
@@ -521,6 +521,14 @@ describe("milter session: protocol lifecycle", () => {
     );
     // UNKNOWN, HEADER, EOH and BODY arrive although we asked to skip them: CONTINUE, not an error.
     assert.deepEqual(run.replies, [OPTNEG, CONT, CONT, CONT, CONT, CONT, CONT, CONT, CONT, CONT, CONT]);
+    // Macros of stages never read (U, X, L, N, B here) are not kept: a peer cannot pile up tables.
+    const unread = drive(
+      cmds(macro("X", { a: "b" }), macro("Z", { c: "d" }), macro("R", { i: "Q3" })),
+      () => accept(),
+      run.state,
+    );
+    assert.ok("conn" in unread.state);
+    assert.deepEqual([...unread.state.conn.macros.keys()].sort(), ["C", "H", "R"]);
   });
 
   it("starts over after QUIT_NC, keeping the negotiation and forgetting the macros", () => {
