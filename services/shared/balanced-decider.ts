@@ -22,6 +22,8 @@ import type { DecisionTargets } from "./settings";
 /** The Decider of one replica: closable, and able to say whether its connection is up. */
 export type ReplicaDecider = Decider & {
   close(): void;
+  /** Closes once the checks in flight are settled (a replica dropped while serving); else close(). */
+  retire?(): void;
   /** Whether a check now would find the replica (unknown: assumed so). */
   connected?(): boolean;
 };
@@ -158,9 +160,14 @@ export class BalancedDecider implements Decider {
   }
 
   private setAddresses(addresses: readonly string[]): void {
+    if (this.closed) return; // a lookup that ended after close(): nothing may be opened any more
     const wanted = new Set(addresses);
     const kept = this.replicas.filter((replica) => wanted.has(replica.address));
-    for (const replica of this.replicas) if (!wanted.has(replica.address)) replica.decider.close();
+    // A replica the name no longer gives (a rollout, a readiness blip) may still be serving: it
+    // gets no new checks and answers the ones it has.
+    for (const replica of this.replicas) {
+      if (!wanted.has(replica.address)) (replica.decider.retire ?? replica.decider.close).call(replica.decider);
+    }
     const known = new Set(kept.map((replica) => replica.address));
     for (const address of wanted) {
       if (!known.has(address)) {

@@ -63,6 +63,8 @@ export class GrpcDecider implements Decider {
   private closed = false;
   /** The last stream broke and no answer has come since: an idle channel is not trusted. */
   private broken = false;
+  /** Takes no new checks; closes once those in flight are settled. */
+  private retiring = false;
 
   constructor(
     readonly address: string,
@@ -81,7 +83,9 @@ export class GrpcDecider implements Decider {
   }
 
   check(request: CheckRequest, options: CheckOptions = {}): Promise<CheckResponse> {
-    if (this.closed) return Promise.reject(new GreyfleetError("unavailable", "decision client is closed"));
+    if (this.closed || this.retiring) {
+      return Promise.reject(new GreyfleetError("unavailable", "decision client is closed"));
+    }
     const timeoutMs = Math.max(0, Math.floor((options.deadlineMs ?? Date.now() + this.defaultTimeoutMs) - Date.now()));
     if (timeoutMs === 0) return Promise.reject(new GreyfleetError("deadline_exceeded", "deadline already passed"));
     const id = this.nextId++;
@@ -92,6 +96,7 @@ export class GrpcDecider implements Decider {
         this.pending.delete(id);
         failSpan(span, "deadline_exceeded");
         reject(new GreyfleetError("deadline_exceeded", `no answer from ${this.address} within ${timeoutMs} ms`));
+        this.closeIfRetired();
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer, span });
       // Checks asked in one turn of the event loop go out in one message.
@@ -109,6 +114,19 @@ export class GrpcDecider implements Decider {
   connected(): boolean {
     const state = this.client.getChannel().getConnectivityState(true);
     return state === connectivityState.READY || (state === connectivityState.IDLE && !this.broken);
+  }
+
+  /**
+   * Takes no new checks and closes once those in flight are settled (each by its deadline at the
+   * latest): a replica dropped from the decision targets while serving answers what it was asked.
+   */
+  retire(): void {
+    this.retiring = true;
+    this.closeIfRetired();
+  }
+
+  private closeIfRetired(): void {
+    if (this.retiring && !this.closed && this.pending.size === 0) this.close();
   }
 
   /** Closes the stream and the channel; Checks in flight fail with "unavailable". */
@@ -172,6 +190,7 @@ export class GrpcDecider implements Decider {
         pending.reject(new GreyfleetError(code, answer.errorMessage || `status ${answer.errorCode}`));
       }
     }
+    this.closeIfRetired();
   }
 
   private failAll(reason: string): void {
@@ -181,5 +200,6 @@ export class GrpcDecider implements Decider {
       pending.reject(new GreyfleetError("unavailable", reason));
       this.pending.delete(id);
     }
+    this.closeIfRetired();
   }
 }

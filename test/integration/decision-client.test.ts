@@ -79,6 +79,23 @@ describe("GrpcDecider", () => {
     }
   });
 
+  it("retired, answers the checks it has in flight, takes no new one, then closes its channel", async () => {
+    const own = new GrpcDecider(`127.0.0.1:${port}`, 5_000);
+    try {
+      await own.check(rcpt({ recipient: "before-retire@example.com" })); // the stream is open
+      service.child.kill("SIGSTOP"); // the check below stays in flight until the service resumes
+      const inFlight = own.check(rcpt({ recipient: "in-flight-retire@example.com" }));
+      own.retire();
+      await assert.rejects(own.check(rcpt({ recipient: "after-retire@example.com" })), rejectsWith("unavailable"));
+      service.child.kill("SIGCONT");
+      assert.equal((await inFlight).reason, Reason.REASON_NEW_TRIPLET, "answered, not failed by the retirement");
+      assert.equal(own.connected(), false, "closed once nothing was in flight");
+    } finally {
+      service.child.kill("SIGCONT");
+      own.close();
+    }
+  });
+
   it("gives up at the deadline when the service stops answering, and works again when it resumes", async () => {
     service.child.kill("SIGSTOP");
     try {

@@ -18,6 +18,7 @@ import { rcpt } from "../support/engine";
 class Replica {
   checks = 0;
   closed = false;
+  retired = false;
   failWith: ErrorCode | undefined;
   up = true;
 
@@ -35,6 +36,10 @@ class Replica {
 
   close(): void {
     this.closed = true;
+  }
+
+  retire(): void {
+    this.retired = true;
   }
 }
 
@@ -194,7 +199,7 @@ describe("BalancedDecider", () => {
     await askUntil("b:1");
   });
 
-  it("follows a DNS name: new addresses join, gone ones are closed, a failed lookup keeps what it had", async () => {
+  it("follows a DNS name: new addresses join, gone ones retire, a failed lookup keeps what it had", async () => {
     let answer: { address: string; family: number }[] | Error = [{ address: "10.0.0.1", family: 4 }];
     const lookup = async () => {
       if (answer instanceof Error) throw answer;
@@ -217,10 +222,15 @@ describe("BalancedDecider", () => {
     answer = [{ address: "fd00::2", family: 6 }];
     await balanced.refresh();
     assert.deepEqual(balanced.addresses, ["[fd00::2]:50051"]);
-    assert.equal(replica("10.0.0.1:50051").closed, true);
+    // Gone from the name, maybe still serving: it answers what it has, then closes (retire).
+    assert.deepEqual([replica("10.0.0.1:50051").retired, replica("10.0.0.1:50051").closed], [true, false]);
     assert.deepEqual(changes, [["10.0.0.1:50051"], ["10.0.0.1:50051", "[fd00::2]:50051"], ["[fd00::2]:50051"]]);
     balanced.close();
     assert.equal(replica("[fd00::2]:50051").closed, true);
     assert.equal(await ask(), "failed: unavailable");
+    // A lookup that ends after close() opens nothing.
+    answer = [{ address: "10.0.0.9", family: 4 }];
+    await balanced.refresh();
+    assert.deepEqual([balanced.addresses, replica("10.0.0.9:50051")], [[], undefined]);
   });
 });
