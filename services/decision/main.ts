@@ -51,6 +51,7 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
       key: readSettingFile("store-tls-key-file", config.storeTlsKeyFile),
     },
     onEvent: (event, detail) => storeLog.debug(`store ${event}`, { detail }),
+    sqliteBusyTimeoutMs: config.storeTimeoutMs,
   });
   const policy = {
     delayMs: config.greylistDelaySeconds * 1000,

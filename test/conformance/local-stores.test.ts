@@ -105,6 +105,24 @@ describe("sqlite store specifics", () => {
     }
   });
 
+  it("waits for another process's write lock no longer than its busy timeout, and decides once it is free", async () => {
+    const path = join(dir, "locked.sqlite");
+    const store = new SqliteStore(path, Date.now, undefined, 100);
+    const other = new Database(path);
+    try {
+      other.prepare("BEGIN IMMEDIATE").run();
+      const started = performance.now();
+      await assert.rejects(async () => store.decide(query, DEFAULT_POLICY), /database is locked/);
+      const waited = performance.now() - started;
+      assert.ok(waited >= 90 && waited < 1_000, `waited ${Math.round(waited)} ms for the lock`);
+      other.prepare("COMMIT").run();
+      assert.equal((await store.decide(query, DEFAULT_POLICY)).outcome.kind, "new_triplet");
+    } finally {
+      other.close();
+      await store.close();
+    }
+  });
+
   it("refuses a file of another schema version with a clear message", async () => {
     const path = join(dir, "future.sqlite");
     const db = new Database(path);

@@ -21,6 +21,8 @@ export interface OpenStoreOptions {
   readonly tls?: RedisTls;
   /** Connection events and background errors, for logging. */
   readonly onEvent: (event: string, detail?: string) => void;
+  /** How long a SQLite write waits for another process's lock, ms (the store timeout). */
+  readonly sqliteBusyTimeoutMs?: number;
 }
 
 /** Opens the store; throws with a message naming --store if it cannot be opened. */
@@ -31,7 +33,12 @@ export function openStore(url: string, options: OpenStoreOptions): Store {
   if (target.kind === "sqlite") {
     const path = target.path || join(options.dataDir, "greyfleet.sqlite");
     try {
-      return new SqliteStore(path, Date.now, (error) => options.onEvent("error", String(error)));
+      return new SqliteStore(
+        path,
+        Date.now,
+        (error) => options.onEvent("error", String(error)),
+        options.sqliteBusyTimeoutMs,
+      );
     } catch (error) {
       throw new Error(`--store sqlite:${path}: ${error instanceof Error ? error.message : String(error)}`, {
         cause: error,

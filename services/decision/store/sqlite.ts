@@ -78,9 +78,15 @@ export class SqliteStore implements Store {
     readonly path: string,
     private readonly now: () => number = Date.now,
     onPruneError: (error: unknown) => void = () => {},
+    /**
+     * How long a write waits for another process's lock on the file, ms. A write runs on the event
+     * loop, so this bounds how long a locked file can hold up every call: the service gives its
+     * store timeout, past which the failure mode answers anyway.
+     */
+    busyTimeoutMs = 2_000,
   ) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path, { timeout: 2_000 });
+    this.db = new Database(path, { timeout: busyTimeoutMs });
     try {
       this.db.pragma("journal_mode = WAL");
       this.db.pragma("synchronous = NORMAL");
