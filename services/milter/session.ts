@@ -220,14 +220,14 @@ const HANDLERS: { readonly [K in MilterCommandKind]: Handler<K> } = {
     if (message.sender !== "") return { state, effects: maybeContinue(conn.negotiated.noReply.data) };
     // Without a reply to DATA the null sender can only be decided at end of message.
     if (conn.negotiated.noReply.data) return { state, effects: [] };
-    return startNullSenderChecks(state, "data");
+    return startNullSenderCheck(state, "data");
   },
   header: (state) => ({ state, effects: maybeContinue(state.conn.negotiated.noReply.header) }),
   eoh: (state) => ({ state, effects: maybeContinue(state.conn.negotiated.noReply.eoh) }),
   body: (state) => ({ state, effects: maybeContinue(state.conn.negotiated.noReply.body) }),
   bodyeob: (state) => {
     const { message } = state;
-    if (message.sender === "" && !message.dataChecked) return startNullSenderChecks(state, "eom");
+    if (message.sender === "" && !message.dataChecked) return startNullSenderCheck(state, "eom");
     return endOfMessage(state);
   },
   unknown: (state) => ({ state, effects: maybeContinue(state.conn.negotiated.noReply.unknown) }),
@@ -263,7 +263,7 @@ function onDecision(state: AwaitingState, decision: Decision): Transition {
     return { state: { ...base, message: { ...message, accepted, xGreylist } }, effects: [reply(encodeContinue())] };
   }
   const next: MessageState = { ...base, message: { ...message, xGreylist } };
-  // The null sender's one check (see startNullSenderChecks) decides the whole message.
+  // The null sender's one check (see startNullSenderCheck) decides the whole message.
   if (outcome.action !== "accept") return { state: endMessage(next), effects: [reply(replyFor(outcome))] };
   if (pending.step === "eom") return endOfMessage(next);
   return { state: next, effects: [reply(encodeContinue())] };
@@ -276,7 +276,7 @@ function onDecision(state: AwaitingState, decision: Decision): Transition {
  * the first recipients' passes would be spent on a message a later recipient defers, and a bounce
  * to N recipients would need 2^N attempts. With no recipient there is nothing to decide.
  */
-function startNullSenderChecks(state: MessageState, step: "data" | "eom"): Transition {
+function startNullSenderCheck(state: MessageState, step: "data" | "eom"): Transition {
   const recipients = [...new Set(state.message.accepted)];
   const checked: MessageState = { ...state, message: { ...state.message, dataChecked: true } };
   if (recipients.length === 0) {
@@ -285,10 +285,7 @@ function startNullSenderChecks(state: MessageState, step: "data" | "eom"): Trans
   return startCheck(checked, { step, recipient: recipients.length === 1 ? (recipients[0] as string) : "" });
 }
 
-// Omit distributed over the union, so each variant keeps its own fields.
-type WithoutId<T> = T extends unknown ? Omit<T, "checkId"> : never;
-
-function startCheck(state: MessageState, pending: WithoutId<PendingCheck>): Transition {
+function startCheck(state: MessageState, pending: Omit<PendingCheck, "checkId">): Transition {
   const { conn, client, message } = state;
   const checkId = conn.nextCheckId;
   // {i} is late under Postfix (after the first accepted RCPT) and early under sendmail (at MAIL).
