@@ -191,6 +191,7 @@ export async function startDecisionService(
       adminService,
       serverSecurity(config),
       log.child("grpc"),
+      (open) => metrics.checkStreamsOpen.set(open),
     );
   } catch (error) {
     await store.close();

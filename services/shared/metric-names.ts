@@ -29,6 +29,8 @@ export const AUTO_WHITELISTED_CLIENTS = "greyfleet_auto_whitelisted_clients";
 export const GREYTRAPPED_NETWORKS = "greyfleet_greytrapped_networks";
 /** Outbound pairs remembered, sampled like TRIPLETS. */
 export const OUTBOUND_PAIRS = "greyfleet_outbound_pairs";
+/** CheckStreams open now (one per shim process and replica). */
+export const CHECK_STREAMS_OPEN = "greyfleet_check_streams_open";
 /** Always 1; labels: mode (enforce|shadow), failure_mode (open|tempfail): how the service is set to decide. */
 export const CONFIG_INFO = "greyfleet_config_info";
 /** Always 1; labels: version, command. */

@@ -22,6 +22,7 @@ export interface DecisionMetrics {
   readonly autoWhitelistedClients: Gauge;
   readonly greytrappedNetworks: Gauge;
   readonly outboundPairs: Gauge;
+  readonly checkStreamsOpen: Gauge;
   readonly configInfo: Gauge<"mode" | "failure_mode">;
 }
 
@@ -77,6 +78,11 @@ export function createDecisionMetrics(registry: Registry): DecisionMetrics {
       name: names.FAILURE_MODE_ACTIVATIONS_TOTAL,
       help: "Decisions made by the failure mode because the store was unavailable.",
       labelNames: ["mode"],
+      registers,
+    }),
+    checkStreamsOpen: new Gauge({
+      name: names.CHECK_STREAMS_OPEN,
+      help: "CheckStreams open now (one per shim process and replica).",
       registers,
     }),
     invalidRequests: new Counter({

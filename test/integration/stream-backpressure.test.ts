@@ -6,10 +6,10 @@
  * tiny receive window, against a real `greyfleet serve`.
  */
 import assert from "node:assert/strict";
-import { connect } from "node:http2";
+import { type ClientHttp2Stream, connect, constants } from "node:http2";
 import { after, before, describe, it } from "node:test";
 import { Action, CheckStreamRequest, CheckStreamResponse } from "../../services/contract/gen/greyfleet/v1/greylist";
-import { DECISIONS_TOTAL } from "../../services/shared/metric-names";
+import { CHECK_STREAMS_OPEN, DECISIONS_TOTAL } from "../../services/shared/metric-names";
 import { rcpt } from "../support/engine";
 import { GreyfleetProcess, scrapedMetric } from "../support/greyfleet-process";
 import { TestClient } from "../support/grpc-clients";
@@ -121,6 +121,69 @@ describe("CheckStream backpressure", () => {
       await waitFor(`${CHECKS} answers`, () => answers === CHECKS, 60_000);
       assert.equal(await decided(), CHECKS + 1);
       stream.close();
+    } finally {
+      session.close();
+    }
+  });
+
+  /** A raw CheckStream on a session with a tiny receive window, its answers not taken. */
+  const stalledStream = (session: ReturnType<typeof connect>): ClientHttp2Stream => {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/greyfleet.v1.GreylistService/CheckStream",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.pause();
+    return stream;
+  };
+  const openStreams = () => scrapedMetric(serve.metricsAddress, CHECK_STREAMS_OPEN);
+
+  it("forgets a stalled stream its client cancels (a paused stream never ends by itself)", async () => {
+    const decided = () => scrapedMetric(serve.metricsAddress, DECISIONS_TOTAL);
+    const session = connect(`http://${serve.grpcAddress}`, { settings: { initialWindowSize: 1024 } });
+    try {
+      const stream = stalledStream(session);
+      const before = await decided();
+      for (let i = 0; i < 400; i++) stream.write(message(CHECKS + 1_000 + i * CHECKS_PER_MESSAGE));
+      // The service has stopped reading it: its answers are not taken.
+      const readings: number[] = [];
+      await waitFor(
+        "the service to stop deciding the stalled stream's checks",
+        async () => {
+          readings.push(await decided());
+          const last = readings.slice(-STEADY_READINGS);
+          return last.length === STEADY_READINGS && last.every((count) => count === last[0]) && last[0] !== before;
+        },
+        20_000,
+        STEADY_EVERY_MS,
+      );
+      assert.equal(await openStreams(), 1);
+      stream.close(constants.NGHTTP2_CANCEL);
+      await waitFor("the cancelled stream to be forgotten", async () => (await openStreams()) === 0, 5_000);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("ends a stream whose message holds more checks than the contract allows, with the reason", async () => {
+    const session = connect(`http://${serve.grpcAddress}`);
+    try {
+      const stream = stalledStream(session);
+      // The status comes in the trailers, or alone in the response headers (a trailers-only answer).
+      const trailers = new Promise<Record<string, unknown>>((resolve) => {
+        stream.once("response", (headers) => {
+          if (headers["grpc-status"] !== undefined) resolve(headers);
+        });
+        stream.once("trailers", resolve);
+      });
+      stream.resume();
+      const checks = Array.from({ length: 257 }, (_, id) => ({ id, timeoutMs: 0, traceparent: "", check: rcpt() }));
+      stream.write(grpcFrame(CheckStreamRequest.encode({ checks }).finish()));
+      const status = await trailers;
+      assert.equal(status["grpc-status"], "3", "INVALID_ARGUMENT");
+      assert.match(decodeURIComponent(String(status["grpc-message"])), /257 checks in one message, over 256/);
+      await waitFor("the ended stream to be forgotten", async () => (await openStreams()) === 0, 5_000);
     } finally {
       session.close();
     }

@@ -60,8 +60,15 @@ export interface DecisionEngine extends Decider {
 const MAX_REPORTED_RECIPIENTS = 1_000;
 const MAX_ADDRESS_BYTES = 320;
 
-/** Builds the GreylistService implementation over the engine. */
-export function greylistService(engine: DecisionEngine, log: Logger): GreylistServiceHandle {
+/**
+ * Builds the GreylistService implementation over the engine; `onStreams` is told how many
+ * CheckStreams are open whenever that changes.
+ */
+export function greylistService(
+  engine: DecisionEngine,
+  log: Logger,
+  onStreams: (open: number) => void = () => {},
+): GreylistServiceHandle {
   const failed = (thrown: unknown): GreyfleetError => {
     const error = GreyfleetError.from(thrown);
     if (error.code === "internal") log.error("Check failed", { error: describeError(thrown) });
@@ -69,6 +76,13 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
   };
   const streams = new Set<StreamState>();
   let draining = false;
+  /** Forgets a stream that is over (ended, failed or cancelled), and wakes a drain() waiting for it. */
+  const forget = (state: StreamState): void => {
+    state.ended = true;
+    streams.delete(state);
+    onStreams(streams.size);
+    state.idle?.();
+  };
 
   /** The engine's answer to one Check, within the service's span for it. */
   const decide = (request: CheckRequest, deadline: number | undefined, span: Span | undefined) => {
@@ -102,13 +116,12 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
   const checkStream = (call: ServerDuplexStream<CheckStreamRequest, CheckStreamResponse>): void => {
     const state: StreamState = { call, inFlight: 0, ended: false, idle: undefined, batch: [] };
     streams.add(state);
+    onStreams(streams.size);
     const finish = (): void => {
       if (state.ended || state.inFlight > 0 || !(draining || call.readableEnded)) return;
       flush(state);
-      state.ended = true;
-      streams.delete(state);
       call.end();
-      state.idle?.();
+      forget(state);
     };
     const answer = (item: StreamedAnswer): void => {
       state.inFlight--;
@@ -117,18 +130,26 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
       finish();
     };
     call.on("data", (message: CheckStreamRequest) => {
-      const tooMany = message.checks.length > MAX_CHECKS_PER_MESSAGE;
+      if (state.ended) return;
+      if (message.checks.length > MAX_CHECKS_PER_MESSAGE) {
+        // Not a client of this contract: answering each check would make a 1 MB message of empty
+        // checks into a response twenty times its size. The stream ends, with the reason.
+        forget(state);
+        call.emit("error", {
+          code: status.INVALID_ARGUMENT,
+          details: `${message.checks.length} checks in one message, over ${MAX_CHECKS_PER_MESSAGE}: the stream is ended`,
+        });
+        return;
+      }
       for (const { id, check, timeoutMs, traceparent } of message.checks) {
         state.inFlight++;
         const refusal: [status, string] | undefined = draining
           ? [status.UNAVAILABLE, "the decision service is shutting down"]
-          : tooMany
-            ? [status.INVALID_ARGUMENT, `more than ${MAX_CHECKS_PER_MESSAGE} checks in one message`]
-            : state.inFlight > MAX_IN_FLIGHT_PER_STREAM
-              ? [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`]
-              : !check
-                ? [status.INVALID_ARGUMENT, "check is required"]
-                : undefined;
+          : state.inFlight > MAX_IN_FLIGHT_PER_STREAM
+            ? [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`]
+            : !check
+              ? [status.INVALID_ARGUMENT, "check is required"]
+              : undefined;
         if (refusal || !check) {
           answer({
             id,
@@ -149,12 +170,14 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
       }
     });
     call.on("end", finish);
-    call.on("error", () => {
-      // The client went away (cancelled): nothing to answer any more.
-      state.ended = true;
-      streams.delete(state);
-      state.idle?.();
-    });
+    // The client went away (cancelled, or its connection dropped): nothing to answer any more. A
+    // stream paused because its client took no answers never emits "end", so "close" counts too:
+    // without it such a stream would stay tracked, with its buffers, for good.
+    const gone = (): void => {
+      if (!state.ended) forget(state);
+    };
+    call.on("error", gone);
+    call.on("close", gone);
   };
 
   const reportOutgoing = (
@@ -196,10 +219,8 @@ export function greylistService(engine: DecisionEngine, log: Logger): GreylistSe
               state.idle = resolve;
               if (state.inFlight === 0) {
                 flush(state);
-                state.ended = true;
-                streams.delete(state);
                 state.call.end();
-                resolve();
+                forget(state);
               }
             }),
         ),

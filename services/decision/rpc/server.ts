@@ -58,6 +58,8 @@ export async function startDecisionServer(
   admin: Admin,
   security: ServerSecurity,
   log: Logger,
+  /** Told how many CheckStreams are open whenever that changes. */
+  onStreams: (open: number) => void = () => {},
 ): Promise<DecisionServer> {
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -65,7 +67,7 @@ export async function startDecisionServer(
     "grpc.enable_channelz": 0,
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
-  const service = greylistService(engine, log);
+  const service = greylistService(engine, log, onStreams);
   server.addService(GreylistServiceService, service.implementation);
   server.addService(AdminServiceService, adminService(admin, log.child("admin"), security.admin));
 
