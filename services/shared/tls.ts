@@ -44,12 +44,8 @@ export function serverCredentials(files: ServerTlsFiles, reloadMs: number): Serv
     privateKeyFile: check("tls-key-file", files.keyFile),
     refreshIntervalMs: reloadMs,
   });
-  if (files.clientCaFile === "") {
-    // Server-side TLS only: no client certificates asked for.
-    return ServerCredentials.createSsl(null, [
-      { cert_chain: readFileSync(files.certFile), private_key: readFileSync(files.keyFile) },
-    ]);
-  }
+  // Server-side TLS only: no client certificates asked for (the files are still re-read).
+  if (files.clientCaFile === "") return experimental.createCertificateProviderServerCredentials(identity, null, false);
   const clientCa = new experimental.FileWatcherCertificateProvider({
     caCertificateFile: check("tls-client-ca-file", files.clientCaFile),
     refreshIntervalMs: reloadMs,

@@ -135,6 +135,74 @@ describe("mTLS and admin credentials", () => {
   });
 });
 
+describe("TLS without client certificates", () => {
+  it("serves shims that verify it, and uses a renewed certificate without a restart", async () => {
+    const ca = TestCa.create("greyfleet-tls-ca");
+    const server = ca.issue("decision.test", ["DNS:decision.test", "IP:127.0.0.1"]);
+    const service = await GreyfleetProcess.start([
+      "serve",
+      "--store",
+      "memory:",
+      "--listen",
+      "127.0.0.1:0",
+      "--metrics-listen",
+      "",
+      "--tls-cert-file",
+      server.certFile,
+      "--tls-key-file",
+      server.keyFile,
+      "--tls-reload-interval",
+      "1s",
+    ]);
+    const started: GreyfleetProcess[] = [service];
+    try {
+      const shim = await GreyfleetProcess.start([
+        "policy",
+        "--decision",
+        service.grpcAddress,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "",
+        "--decision-tls-ca-file",
+        ca.certFile,
+      ]);
+      started.push(shim);
+      const client = await PolicyClient.open(shim.logged(/policy server listening/, "policy"));
+      assert.equal(await client.ask({ recipient: "tls@example.com" }), DEFER);
+      client.close();
+      /** The subject CN of the certificate the service presents to a new connection. */
+      const served = () =>
+        new Promise<string>((resolve, reject) => {
+          const [host, port] = service.grpcAddress.split(":");
+          const socket = connect(
+            {
+              host,
+              port: Number(port),
+              ca: readFileSync(ca.certFile),
+              servername: "decision.test",
+              ALPNProtocols: ["h2"],
+            },
+            () => {
+              const cn = String(socket.getPeerCertificate().subject?.CN ?? "");
+              socket.destroy();
+              resolve(cn);
+            },
+          );
+          socket.once("error", reject);
+        });
+      assert.equal(await served(), "decision.test");
+      const renewed = ca.issue("decision-renewed.test", ["DNS:decision.test", "IP:127.0.0.1"], "renewed");
+      copyFileSync(renewed.certFile, server.certFile);
+      copyFileSync(renewed.keyFile, server.keyFile);
+      await waitFor("the renewed certificate to be served", async () => (await served()) === "decision-renewed.test");
+    } finally {
+      for (const proc of started.reverse()) await proc.stop();
+      rmSync(ca.dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("admin token", () => {
   it("admits the token's holder, refuses a wrong token as PERMISSION_DENIED and none as UNAUTHENTICATED", async () => {
     const service = await GreyfleetProcess.start(
