@@ -4,7 +4,7 @@
  * variables `GREYFLEET_<FLAG_IN_UPPER_SNAKE>`, YAML keys `<flag>`; precedence flag > env > YAML.
  */
 import { parseDurationMs } from "./durations";
-import { checkStoreUrl } from "./store-url";
+import { checkStoreUrl, withoutCredentials } from "./store-url";
 
 /** The greyfleet commands that read settings. */
 export type Command = "serve" | "policy" | "milter" | "all";
@@ -67,6 +67,11 @@ function oneOf<T extends string>(...choices: T[]): (text: string) => Parsed<T> {
 
 function text(pattern: RegExp, what: string): (text: string) => Parsed<string> {
   return (value) => (pattern.test(value) ? value : { error: `"${value}" is not ${what}` });
+}
+
+/** Like text(), for a secret: the message says what is wrong without quoting the value. */
+function secretText(pattern: RegExp, what: string): (text: string) => Parsed<string> {
+  return (value) => (pattern.test(value) ? value : { error: `the value (not shown: a secret) is not ${what}` });
 }
 
 /** HOST:PORT with an IPv4 address, [IPv6] or a name; PORT may be 0 (any free port). */
@@ -139,7 +144,9 @@ export const SETTINGS = {
       "redis://[user:pass@]host:port[/db] (the fleet store) or memory: (tests only, lost on exit).",
     parse: (url) => {
       // A stray space (from an environment file) would name another sqlite file: an empty store.
-      if (url !== url.trim()) return { error: `${JSON.stringify(url)} has leading or trailing whitespace` };
+      if (url !== url.trim()) {
+        return { error: `${JSON.stringify(withoutCredentials(url.trim()))} has leading or trailing whitespace` };
+      }
       const problem = checkStoreUrl(url);
       return problem === undefined ? url : { error: problem };
     },
@@ -157,7 +164,7 @@ export const SETTINGS = {
     commands: SERVICE,
     secret: true,
     doc: "The store password from the environment (GREYFLEET_STORE_PASSWORD) or the YAML file; never a flag.",
-    parse: text(/^[^\r\n]{0,512}$/, "at most 512 characters on one line"),
+    parse: secretText(/^[^\r\n]{0,512}$/, "at most 512 characters on one line"),
   }),
   storeTlsCaFile: setting({
     flag: "store-tls-ca-file",
@@ -429,7 +436,7 @@ export const SETTINGS = {
     commands: SERVICE,
     secret: true,
     doc: "The admin bearer token from the environment (GREYFLEET_ADMIN_TOKEN) or the YAML file; never a flag.",
-    parse: text(/^[\x21-\x7e]{0,512}$/, "at most 512 printable characters without spaces"),
+    parse: secretText(/^[\x21-\x7e]{0,512}$/, "at most 512 printable characters without spaces"),
   }),
   decisionTlsCaFile: setting({
     flag: "decision-tls-ca-file",

@@ -54,6 +54,11 @@ function hostPort(text: string, defaultPort: number): HostPort | undefined {
   return { host: match[1].startsWith("[") ? match[1].slice(1, -1) : match[1], port };
 }
 
+/** A store URL fit for a message: anything between "//" (or ":/") and an "@" may hold a password. */
+export function withoutCredentials(url: string): string {
+  return url.replace(/^([^:]*:\/*)[^@/]*@/, "$1…@");
+}
+
 /** The target of a store URL, or what is wrong with it. */
 export function parseStoreUrl(url: string): StoreTarget | { error: string } {
   if (url === "memory:") return { kind: "memory" };
@@ -61,8 +66,7 @@ export function parseStoreUrl(url: string): StoreTarget | { error: string } {
   const colon = url.indexOf(":");
   const scheme = SCHEMES[url.slice(0, colon + 1)];
   if (!scheme || !url.startsWith("//", colon + 1)) {
-    // Quoted without anything between "//" or ":/" and an "@": it may hold a password.
-    return { error: `"${url.replace(/^([^:]*:\/*)[^@/]*@/, "$1…@")}" is not a store URL (${FORMS})` };
+    return { error: `"${withoutCredentials(url)}" is not a store URL (${FORMS})` };
   }
   let rest = url.slice(colon + 3);
   let username = "";

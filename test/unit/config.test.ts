@@ -103,6 +103,19 @@ describe("loadConfig", () => {
     );
   });
 
+  it("never quotes a secret in a start-up error: not a password, a token, nor a store URL's credentials", () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ GREYFLEET_STORE_PASSWORD: "hunter2\nsecond-line" }, /GREYFLEET_STORE_PASSWORD: .*at most 512 characters/],
+      [{ GREYFLEET_ADMIN_TOKEN: "hunter2 with-space" }, /GREYFLEET_ADMIN_TOKEN: .*printable characters/],
+      [{ GREYFLEET_STORE: "redis://greyfleet:hunter2@redis:6379 " }, /GREYFLEET_STORE: .*trailing whitespace/],
+    ];
+    for (const [env, reason] of cases) {
+      const text = problems(loadConfig("serve", { argv: [], env }));
+      assert.match(text, reason);
+      assert.ok(!text.includes("hunter2"), text);
+    }
+  });
+
   it("names the setting and the source of an invalid value", () => {
     assert.match(problems(loadConfig("serve", { argv: ["--delay", "soon"], env: {} })), /--delay: "soon"/);
     assert.match(
