@@ -40,7 +40,11 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 main(process.argv.slice(2)).then(
   (code) => {
     // Servers keep the process alive; one-shot commands exit with their code.
-    if (code !== -1) process.exitCode = code;
+    if (code === -1) return;
+    process.exitCode = code;
+    // A server that failed to start may leave a handle behind (grpc-js's certificate watchers
+    // after a failed bind): the process ends all the same, so its supervisor sees the failure.
+    if (code !== 0) setTimeout(() => process.exit(code), 1_000).unref();
   },
   (error: unknown) => {
     process.stderr.write(`greyfleet: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -5,13 +5,14 @@
  * renewed server certificate is used without a restart.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect } from "node:tls";
 import { TestCa } from "../support/certificates";
-import { GreyfleetProcess, runGreyfleet } from "../support/greyfleet-process";
+import { GREYFLEET_BIN, GreyfleetProcess, runGreyfleet } from "../support/greyfleet-process";
 import { PolicyClient } from "../support/policy-client";
 import { waitFor } from "../support/wait";
 
@@ -101,6 +102,32 @@ describe("mTLS and admin credentials", () => {
     const allowed = await admin("--tls-cert-file", adminCert.certFile, "--tls-key-file", adminCert.keyFile);
     assert.equal(allowed.code, 0, allowed.stderr);
     assert.match(allowed.stdout, /pending triplets/);
+  });
+
+  it("a second service with mTLS on a port in use fails to start, and exits", () => {
+    const result = spawnSync(
+      process.execPath,
+      [
+        GREYFLEET_BIN,
+        "serve",
+        "--store",
+        "memory:",
+        "--listen",
+        service.grpcAddress,
+        "--metrics-listen",
+        "",
+        "--tls-cert-file",
+        server.certFile,
+        "--tls-key-file",
+        server.keyFile,
+        "--tls-client-ca-file",
+        ca.certFile,
+      ],
+      { encoding: "utf8", timeout: 15_000 },
+    );
+    assert.equal(result.signal, null, "it did not exit by itself: killed after 15 s");
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stdout + result.stderr, /start-up failed/);
   });
 
   it("uses a renewed server certificate without a restart", async () => {
