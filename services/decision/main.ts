@@ -124,7 +124,10 @@ function storePassword(config: Config): string | undefined {
 
 /** TLS and admin credentials of the gRPC listener, from the settings. */
 function serverSecurity(config: Config): ServerSecurity {
-  const token = readSettingFile("admin-token-file", config.adminTokenFile)?.trim() ?? config.adminToken;
+  const fromFile = readSettingFile("admin-token-file", config.adminTokenFile)?.trim();
+  // An empty file would mean "no token": AdminService open to any loopback caller, silently.
+  if (fromFile === "") throw new Error(`--admin-token-file ${config.adminTokenFile}: the file is empty`);
+  const token = fromFile ?? config.adminToken;
   return {
     tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, clientCaFile: config.tlsClientCaFile },
     tlsReloadMs: config.tlsReloadMs,

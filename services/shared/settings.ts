@@ -541,7 +541,7 @@ export const SETTINGS = {
     default: "10s",
     commands: EVERY,
     doc: "On SIGTERM, milliseconds in-flight work may take to finish before the process exits anyway.",
-    parse: millis(0, 600_000),
+    parse: millis(100, 600_000),
   }),
 } as const;
 

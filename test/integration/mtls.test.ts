@@ -231,6 +231,26 @@ describe("TLS without client certificates", () => {
 });
 
 describe("admin token", () => {
+  it("refuses to start with an empty token file, which would leave AdminService open to loopback", () => {
+    const dir = mkdtempSync(join(tmpdir(), "greyfleet-token-"));
+    try {
+      const file = join(dir, "token");
+      writeFileSync(file, "\n");
+      const result = spawnSync(
+        process.execPath,
+        [GREYFLEET_BIN, "serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--metrics-listen", ""].concat([
+          "--admin-token-file",
+          file,
+        ]),
+        { encoding: "utf8", timeout: 15_000 },
+      );
+      assert.equal(result.status, 1, result.stderr);
+      assert.match(result.stdout + result.stderr, /--admin-token-file .*: the file is empty/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("admits the token's holder, refuses a wrong token as PERMISSION_DENIED and none as UNAUTHENTICATED", async () => {
     const service = await GreyfleetProcess.start(
       ["serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--metrics-listen", ""],

@@ -103,6 +103,13 @@ describe("loadConfig", () => {
     );
   });
 
+  it("refuses a shutdown grace too short for anything to finish", () => {
+    assert.match(
+      problems(loadConfig("serve", { argv: ["--shutdown-grace", "0"], env: {} })),
+      /--shutdown-grace: .*100/,
+    );
+  });
+
   it("never quotes a secret in a start-up error: not a password, a token, nor a store URL's credentials", () => {
     const cases: [Record<string, string>, RegExp][] = [
       [{ GREYFLEET_STORE_PASSWORD: "hunter2\nsecond-line" }, /GREYFLEET_STORE_PASSWORD: .*at most 512 characters/],
