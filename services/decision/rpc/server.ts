@@ -72,6 +72,7 @@ export async function startDecisionServer(
   server.addService(AdminServiceService, adminService(admin, log.child("admin"), security.admin));
 
   const health = new HealthImplementation({ "": "SERVING", [GREYLIST_SERVICE_NAME]: "NOT_SERVING" });
+  let shuttingDown = false;
   health.addToServer(server);
 
   const definition = loadSync(
@@ -93,10 +94,13 @@ export async function startDecisionServer(
     address: `${host}:${port}`,
     drainStreams: service.drain,
     setStoreHealth(up: boolean): void {
+      // A probe that was under way at SIGTERM must not mark a stopping service SERVING again.
+      if (shuttingDown) return;
       const state: ServingStatus = up ? "SERVING" : "NOT_SERVING";
       health.setStatus(GREYLIST_SERVICE_NAME, state);
     },
     setShuttingDown(): void {
+      shuttingDown = true;
       health.setStatus("", "NOT_SERVING");
       health.setStatus(GREYLIST_SERVICE_NAME, "NOT_SERVING");
     },
