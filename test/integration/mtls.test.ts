@@ -2,7 +2,8 @@
  * mTLS between the shims and the decision service, and who may use AdminService: a shim with a
  * valid certificate decides, one without (or with a stranger's) is refused and falls back to its
  * failure mode, a shim's certificate cannot administer, an admin certificate or token can, and a
- * renewed server certificate is used without a restart.
+ * renewed server certificate is used without a restart (with or without client certificates).
+ * A service that cannot start (port in use, empty token file) says why and exits.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -17,6 +18,45 @@ import { PolicyClient } from "../support/policy-client";
 import { waitFor } from "../support/wait";
 
 const DEFER = "action=DEFER_IF_PERMIT Greylisted, please try again later";
+
+/** The subject CN of the certificate the service at `address` presents to a new connection. */
+function servedName(address: string, caFile: string, client?: { certFile: string; keyFile: string }): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const [host, port] = address.split(":");
+    const identity = client ? { cert: readFileSync(client.certFile), key: readFileSync(client.keyFile) } : {};
+    const options = { host, port: Number(port), ca: readFileSync(caFile), servername: "decision.test" };
+    const socket = connect({ ...options, ...identity, ALPNProtocols: ["h2"] }, () => {
+      const cn = String(socket.getPeerCertificate().subject?.CN ?? "");
+      socket.destroy();
+      resolve(cn);
+    });
+    socket.once("error", reject);
+  });
+}
+
+/** Renews the service's certificate files in place and waits until new connections get it. */
+async function assertRenewalServed(
+  ca: TestCa,
+  server: { certFile: string; keyFile: string },
+  served: () => Promise<string>,
+): Promise<void> {
+  assert.equal(await served(), "decision.test");
+  const renewed = ca.issue("decision-renewed.test", ["DNS:decision.test", "IP:127.0.0.1"], "renewed");
+  copyFileSync(renewed.certFile, server.certFile);
+  copyFileSync(renewed.keyFile, server.keyFile);
+  await waitFor("the renewed certificate to be served", async () => (await served()) === "decision-renewed.test");
+}
+
+/** Runs `greyfleet serve <args>` on the memory store, which must fail to start and exit by itself. */
+function serveFailsToStart(args: readonly string[]): { status: number | null; output: string } {
+  const result = spawnSync(
+    process.execPath,
+    [GREYFLEET_BIN, "serve", "--store", "memory:", "--metrics-listen", "", ...args],
+    { encoding: "utf8", timeout: 15_000 },
+  );
+  assert.equal(result.signal, null, "it did not exit by itself: killed after 15 s");
+  return { status: result.status, output: result.stdout + result.stderr };
+}
 
 describe("mTLS and admin credentials", () => {
   let ca: TestCa;
@@ -105,60 +145,15 @@ describe("mTLS and admin credentials", () => {
   });
 
   it("a second service with mTLS on a port in use fails to start, and exits", () => {
-    const result = spawnSync(
-      process.execPath,
-      [
-        GREYFLEET_BIN,
-        "serve",
-        "--store",
-        "memory:",
-        "--listen",
-        service.grpcAddress,
-        "--metrics-listen",
-        "",
-        "--tls-cert-file",
-        server.certFile,
-        "--tls-key-file",
-        server.keyFile,
-        "--tls-client-ca-file",
-        ca.certFile,
-      ],
-      { encoding: "utf8", timeout: 15_000 },
-    );
-    assert.equal(result.signal, null, "it did not exit by itself: killed after 15 s");
-    assert.equal(result.status, 1, result.stderr);
-    assert.match(result.stdout + result.stderr, /start-up failed/);
+    const tls = ["--tls-cert-file", server.certFile, "--tls-key-file", server.keyFile];
+    const result = serveFailsToStart(["--listen", service.grpcAddress, ...tls, "--tls-client-ca-file", ca.certFile]);
+    assert.equal(result.status, 1, result.output);
+    assert.match(result.output, /start-up failed/);
   });
 
   it("uses a renewed server certificate without a restart", async () => {
     const probe = ca.issue("probe.shim.test");
-    /** The subject CN of the certificate the service presents to a new connection. */
-    const served = () =>
-      new Promise<string>((resolve, reject) => {
-        const [host, port] = service.grpcAddress.split(":");
-        const socket = connect(
-          {
-            host,
-            port: Number(port),
-            ca: readFileSync(ca.certFile),
-            cert: readFileSync(probe.certFile),
-            key: readFileSync(probe.keyFile),
-            servername: "decision.test",
-            ALPNProtocols: ["h2"],
-          },
-          () => {
-            const cn = String(socket.getPeerCertificate().subject?.CN ?? "");
-            socket.destroy();
-            resolve(cn);
-          },
-        );
-        socket.once("error", reject);
-      });
-    assert.equal(await served(), "decision.test");
-    const renewed = ca.issue("decision-renewed.test", ["DNS:decision.test", "IP:127.0.0.1"], "renewed");
-    copyFileSync(renewed.certFile, server.certFile);
-    copyFileSync(renewed.keyFile, server.keyFile);
-    await waitFor("the renewed certificate to be served", async () => (await served()) === "decision-renewed.test");
+    await assertRenewalServed(ca, server, () => servedName(service.grpcAddress, ca.certFile, probe));
   });
 });
 
@@ -198,31 +193,7 @@ describe("TLS without client certificates", () => {
       const client = await PolicyClient.open(shim.logged(/policy server listening/, "policy"));
       assert.equal(await client.ask({ recipient: "tls@example.com" }), DEFER);
       client.close();
-      /** The subject CN of the certificate the service presents to a new connection. */
-      const served = () =>
-        new Promise<string>((resolve, reject) => {
-          const [host, port] = service.grpcAddress.split(":");
-          const socket = connect(
-            {
-              host,
-              port: Number(port),
-              ca: readFileSync(ca.certFile),
-              servername: "decision.test",
-              ALPNProtocols: ["h2"],
-            },
-            () => {
-              const cn = String(socket.getPeerCertificate().subject?.CN ?? "");
-              socket.destroy();
-              resolve(cn);
-            },
-          );
-          socket.once("error", reject);
-        });
-      assert.equal(await served(), "decision.test");
-      const renewed = ca.issue("decision-renewed.test", ["DNS:decision.test", "IP:127.0.0.1"], "renewed");
-      copyFileSync(renewed.certFile, server.certFile);
-      copyFileSync(renewed.keyFile, server.keyFile);
-      await waitFor("the renewed certificate to be served", async () => (await served()) === "decision-renewed.test");
+      await assertRenewalServed(ca, server, () => servedName(service.grpcAddress, ca.certFile));
     } finally {
       for (const proc of started.reverse()) await proc.stop();
       rmSync(ca.dir, { recursive: true, force: true });
@@ -236,16 +207,9 @@ describe("admin token", () => {
     try {
       const file = join(dir, "token");
       writeFileSync(file, "\n");
-      const result = spawnSync(
-        process.execPath,
-        [GREYFLEET_BIN, "serve", "--store", "memory:", "--listen", "127.0.0.1:0", "--metrics-listen", ""].concat([
-          "--admin-token-file",
-          file,
-        ]),
-        { encoding: "utf8", timeout: 15_000 },
-      );
-      assert.equal(result.status, 1, result.stderr);
-      assert.match(result.stdout + result.stderr, /--admin-token-file .*: the file is empty/);
+      const result = serveFailsToStart(["--listen", "127.0.0.1:0", "--admin-token-file", file]);
+      assert.equal(result.status, 1, result.output);
+      assert.match(result.output, /--admin-token-file .*: the file is empty/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
