@@ -194,7 +194,12 @@ export async function startDecisionService(
       adminService,
       serverSecurity(config),
       log.child("grpc"),
-      (open) => metrics.checkStreamsOpen.set(open),
+      {
+        maxChecksInFlight: config.maxChecksInFlight,
+        maxCheckStreams: config.maxCheckStreams,
+        onStreams: (open) => metrics.checkStreamsOpen.set(open),
+        onOverload: (limit) => metrics.overloadRefusals.inc({ limit }),
+      },
     );
   } catch (error) {
     await store.close();

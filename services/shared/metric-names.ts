@@ -31,6 +31,8 @@ export const GREYTRAPPED_NETWORKS = "greyfleet_greytrapped_networks";
 export const OUTBOUND_PAIRS = "greyfleet_outbound_pairs";
 /** CheckStreams open now (one per shim process and replica). */
 export const CHECK_STREAMS_OPEN = "greyfleet_check_streams_open";
+/** Checks and CheckStreams refused because a limit was reached; label: limit (checks_in_flight|check_streams). */
+export const OVERLOAD_REFUSALS_TOTAL = "greyfleet_overload_refusals_total";
 /** Always 1; labels: mode (enforce|shadow), failure_mode (open|tempfail): how the service is set to decide. */
 export const CONFIG_INFO = "greyfleet_config_info";
 /** Always 1; labels: version, command. */

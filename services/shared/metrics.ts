@@ -23,6 +23,7 @@ export interface DecisionMetrics {
   readonly greytrappedNetworks: Gauge;
   readonly outboundPairs: Gauge;
   readonly checkStreamsOpen: Gauge;
+  readonly overloadRefusals: Counter;
   readonly configInfo: Gauge<"mode" | "failure_mode">;
 }
 
@@ -83,6 +84,12 @@ export function createDecisionMetrics(registry: Registry): DecisionMetrics {
     checkStreamsOpen: new Gauge({
       name: names.CHECK_STREAMS_OPEN,
       help: "CheckStreams open now (one per shim process and replica).",
+      registers,
+    }),
+    overloadRefusals: new Counter({
+      name: names.OVERLOAD_REFUSALS_TOTAL,
+      help: "Checks (limit=checks_in_flight) and CheckStreams (limit=check_streams) refused with RESOURCE_EXHAUSTED.",
+      labelNames: ["limit"],
       registers,
     }),
     invalidRequests: new Counter({
@@ -148,6 +155,7 @@ export function initialiseDecisionMetrics(
     for (const kind of ["error", "timeout"]) metrics.storeErrors.inc({ store, operation, kind }, 0);
   }
   metrics.storeUp.set({ store }, 0);
+  for (const limit of ["checks_in_flight", "check_streams"]) metrics.overloadRefusals.inc({ limit }, 0);
 }
 
 /** Serves GET /metrics (Prometheus text format) and GET /healthz on `hostPort`. */

@@ -135,6 +135,24 @@ export const SETTINGS = {
     doc: "HOST:PORT of the decision service's gRPC listener (GreylistService, health, reflection).",
     parse: hostPort,
   }),
+  maxChecksInFlight: setting({
+    flag: "max-checks-in-flight",
+    default: "10000",
+    commands: SERVICE,
+    doc:
+      "Checks the gRPC listener decides at once, unary and streamed together; one more is refused at once with " +
+      "RESOURCE_EXHAUSTED (its shim applies its failure mode, or asks another replica next).",
+    parse: integer(1, 1_000_000),
+  }),
+  maxCheckStreams: setting({
+    flag: "max-check-streams",
+    default: "1000",
+    commands: SERVICE,
+    doc:
+      "CheckStreams open at once (a shim process holds one per replica); one more is ended at once with " +
+      "RESOURCE_EXHAUSTED.",
+    parse: integer(1, 100_000),
+  }),
   store: setting({
     flag: "store",
     default: "sqlite:",

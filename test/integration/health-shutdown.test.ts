@@ -29,6 +29,7 @@ describe("health during shutdown", () => {
         admin: { token: "", clientNames: [] },
       },
       createLogger({ level: "error", format: "text" }, () => {}),
+      { maxChecksInFlight: 10, maxCheckStreams: 10 },
     );
     try {
       server.setStoreHealth(true);

@@ -60,15 +60,35 @@ export interface DecisionEngine extends Decider {
 const MAX_REPORTED_RECIPIENTS = 1_000;
 const MAX_ADDRESS_BYTES = 320;
 
-/**
- * Builds the GreylistService implementation over the engine; `onStreams` is told how many
- * CheckStreams are open whenever that changes.
- */
+/** Which limit refused a check or a stream. */
+export type OverloadLimit = "checks_in_flight" | "check_streams";
+
+/** How much the service takes on at once, and who hears about it. */
+export interface GreylistServiceOptions {
+  /** Checks decided at once, unary and streamed together; one more is refused with RESOURCE_EXHAUSTED. */
+  readonly maxChecksInFlight: number;
+  /** CheckStreams open at once; one more is ended with RESOURCE_EXHAUSTED. */
+  readonly maxCheckStreams: number;
+  /** Told how many CheckStreams are open whenever that changes. */
+  readonly onStreams?: (open: number) => void;
+  /** Told of each check or stream refused by a limit. */
+  readonly onOverload?: (limit: OverloadLimit) => void;
+}
+
+/** Builds the GreylistService implementation over the engine. */
 export function greylistService(
   engine: DecisionEngine,
   log: Logger,
-  onStreams: (open: number) => void = () => {},
+  options: GreylistServiceOptions,
 ): GreylistServiceHandle {
+  const { maxChecksInFlight, maxCheckStreams, onStreams = () => {}, onOverload = () => {} } = options;
+  /** Checks being decided now, on every stream and unary call. */
+  let checksInFlight = 0;
+  const overloaded = (): string | undefined => {
+    if (checksInFlight < maxChecksInFlight) return undefined;
+    onOverload("checks_in_flight");
+    return `the decision service has ${maxChecksInFlight} checks in flight (--max-checks-in-flight)`;
+  };
   const failed = (thrown: unknown): GreyfleetError => {
     const error = GreyfleetError.from(thrown);
     if (error.code === "internal") log.error("Check failed", { error: describeError(thrown) });
@@ -86,21 +106,28 @@ export function greylistService(
 
   /** The engine's answer to one Check, within the service's span for it. */
   const decide = (request: CheckRequest, deadline: number | undefined, span: Span | undefined) => {
+    checksInFlight++;
     const answered = inSpan(span, () => engine.check(request, { deadlineMs: deadline }));
-    if (!span) return answered;
     return answered.then(
       (response) => {
-        endServiceSpan(span, response, engine.storeKind);
+        checksInFlight--;
+        if (span) endServiceSpan(span, response, engine.storeKind);
         return response;
       },
       (thrown: unknown) => {
-        failSpan(span, GreyfleetError.from(thrown).code);
+        checksInFlight--;
+        if (span) failSpan(span, GreyfleetError.from(thrown).code);
         throw thrown;
       },
     );
   };
 
   const check = (call: ServerUnaryCall<CheckRequest, CheckResponse>, callback: sendUnaryData<CheckResponse>): void => {
+    const refusal = overloaded();
+    if (refusal) {
+      callback({ code: status.RESOURCE_EXHAUSTED, details: refusal });
+      return;
+    }
     const span = tracingEnabled()
       ? startServiceSpan("check", metadataValue(call, "traceparent"), metadataValue(call, "tracestate"))
       : undefined;
@@ -114,6 +141,14 @@ export function greylistService(
   };
 
   const checkStream = (call: ServerDuplexStream<CheckStreamRequest, CheckStreamResponse>): void => {
+    if (streams.size >= maxCheckStreams) {
+      onOverload("check_streams");
+      call.emit("error", {
+        code: status.RESOURCE_EXHAUSTED,
+        details: `the decision service has ${maxCheckStreams} CheckStreams open (--max-check-streams)`,
+      });
+      return;
+    }
     const state: StreamState = { call, inFlight: 0, ended: false, idle: undefined, batch: [] };
     streams.add(state);
     onStreams(streams.size);
@@ -143,13 +178,16 @@ export function greylistService(
       }
       for (const { id, check, timeoutMs, traceparent } of message.checks) {
         state.inFlight++;
+        const overload = draining || state.inFlight > MAX_IN_FLIGHT_PER_STREAM ? undefined : overloaded();
         const refusal: [status, string] | undefined = draining
           ? [status.UNAVAILABLE, "the decision service is shutting down"]
           : state.inFlight > MAX_IN_FLIGHT_PER_STREAM
             ? [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`]
-            : !check
-              ? [status.INVALID_ARGUMENT, "check is required"]
-              : undefined;
+            : overload
+              ? [status.RESOURCE_EXHAUSTED, overload]
+              : !check
+                ? [status.INVALID_ARGUMENT, "check is required"]
+                : undefined;
         if (refusal || !check) {
           answer({
             id,

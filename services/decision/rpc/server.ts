@@ -15,7 +15,7 @@ import { type ServerTlsFiles, serverCredentials } from "../../shared/tls";
 import type { Admin } from "../admin";
 import type { AdminAccess } from "./admin-auth";
 import { adminService } from "./admin-service";
-import { type DecisionEngine, greylistService } from "./greylist-service";
+import { type DecisionEngine, type GreylistServiceOptions, greylistService } from "./greylist-service";
 
 /** The service name clients and health checks use. */
 export const GREYLIST_SERVICE_NAME = "greyfleet.v1.GreylistService";
@@ -58,8 +58,8 @@ export async function startDecisionServer(
   admin: Admin,
   security: ServerSecurity,
   log: Logger,
-  /** Told how many CheckStreams are open whenever that changes. */
-  onStreams: (open: number) => void = () => {},
+  /** How much GreylistService takes on at once, and who hears of streams and refusals. */
+  limits: GreylistServiceOptions,
 ): Promise<DecisionServer> {
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -67,7 +67,7 @@ export async function startDecisionServer(
     "grpc.enable_channelz": 0,
     "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   });
-  const service = greylistService(engine, log, onStreams);
+  const service = greylistService(engine, log, limits);
   server.addService(GreylistServiceService, service.implementation);
   server.addService(AdminServiceService, adminService(admin, log.child("admin"), security.admin));
 
