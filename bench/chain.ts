@@ -1,7 +1,8 @@
 /**
  * The greyfleet processes a shim benchmark measures, on one Redis: the fleet chain (the shim ->
- * `greyfleet serve` -> Redis), and the same shim with the engine in its own process
- * (`greyfleet all` on Redis, no gRPC hop), which shows what the hop costs.
+ * `greyfleet serve` -> Redis), the same chain on the service's in-memory store (no Redis hop),
+ * and the same shim with the engine in its own process (`greyfleet all` on Redis, no gRPC hop),
+ * which show what each hop costs.
  */
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
@@ -31,16 +32,19 @@ export async function startRedis(): Promise<{ readonly server: Started; readonly
   return { server, url: `redis://127.0.0.1:${port}` };
 }
 
-/** `greyfleet <shim> --decision` -> `greyfleet serve` on `redis`. */
+/**
+ * `greyfleet <shim> --decision` -> `greyfleet serve` on `store`: a Redis, or `memory:` (no
+ * server) for the chain without its Redis hop.
+ */
 export async function startChain(
   shim: "policy" | "milter",
-  redis: { readonly server: Started; readonly url: string },
+  store: { readonly server?: Started; readonly url: string },
   delaySeconds: number,
 ): Promise<Chain> {
   const decision = `127.0.0.1:${await freePort()}`;
   const service = await startProcess(
     process.execPath,
-    [CLI, "serve", "--store", redis.url, "--listen", decision, "--delay", `${delaySeconds}s`, ...QUIET],
+    [CLI, "serve", "--store", store.url, "--listen", decision, "--delay", `${delaySeconds}s`, ...QUIET],
     undefined,
   );
   const started = [service];
@@ -55,7 +59,7 @@ export async function startChain(
       ),
     );
     await waitForPort(target);
-    return chain(target, started, redis.server);
+    return chain(target, started, store.server);
   } catch (error) {
     for (const process of started.reverse()) await process.stop();
     throw error;
@@ -85,10 +89,10 @@ export async function startColocated(
   return chain(target, [all], redis.server);
 }
 
-function chain(target: string, started: Started[], redis: Started): Chain {
+function chain(target: string, started: Started[], redis: Started | undefined): Chain {
   return {
     target,
-    processes: [...started, redis],
+    processes: redis ? [...started, redis] : started,
     async stop() {
       for (const process of [...started].reverse()) await process.stop();
     },

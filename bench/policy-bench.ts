@@ -3,8 +3,9 @@
  * flight on each) through the whole chain (load -> `greyfleet policy` -> `greyfleet serve` ->
  * Redis) and, in the same run with the same load, against postgrey (Debian package, started here
  * on a free port with its own database directory); then the same load against `greyfleet all` on
- * the same Redis (shim and engine in one process), which shows what the gRPC hop costs. Nothing
- * is pinned: each side uses the machine as it would in production.
+ * the same Redis (shim and engine in one process), which shows what the gRPC hop costs, and the
+ * chain on the service's in-memory store, which shows what the Redis hop costs. Nothing is
+ * pinned: each side uses the machine as it would in production.
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -134,6 +135,14 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
     const fleet = await startChain("policy", redis, DELAY_SECONDS);
     const chain = await benchTarget("greyfleet (policy -> serve -> redis)", fleet.target, fleet.processes, options);
     await fleet.stop();
+    const withoutRedis = await startChain("policy", { url: "memory:" }, DELAY_SECONDS);
+    const memoryChain = await benchTarget(
+      "greyfleet on memory: (policy -> serve, no Redis hop)",
+      withoutRedis.target,
+      withoutRedis.processes,
+      options,
+    );
+    await withoutRedis.stop();
     const oneProcess = await startColocated("policy", redis, DELAY_SECONDS);
     const colocated = await benchTarget(
       "greyfleet all (policy and engine in one process -> redis)",
@@ -160,6 +169,7 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
       [
         ["postgrey", baseline],
         ["greyfleet", chain],
+        ["greyfleet on memory:", memoryChain],
         ["greyfleet all", colocated],
       ].map(([name, m]) => {
         const measured = m as Measured;
@@ -179,7 +189,11 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
         ];
       }),
     );
-    failOnWrongVerdicts("policy", { greyfleet: chain.wrongVerdicts, "greyfleet all": colocated.wrongVerdicts });
+    failOnWrongVerdicts("policy", {
+      greyfleet: chain.wrongVerdicts,
+      "greyfleet on memory:": memoryChain.wrongVerdicts,
+      "greyfleet all": colocated.wrongVerdicts,
+    });
   } finally {
     for (const process of started.reverse()) await process.stop();
     rmSync(dir, { recursive: true, force: true });

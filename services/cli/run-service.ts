@@ -9,7 +9,7 @@ import { BalancedDecider } from "../shared/balanced-decider";
 import { isConfigProblem, loadConfig } from "../shared/config";
 import type { Decider } from "../shared/decider";
 import { GrpcDecider } from "../shared/decision-client";
-import { describeError } from "../shared/errors";
+import { describeError, SettingError } from "../shared/errors";
 import { type Stoppable, stopOnSignals } from "../shared/lifecycle";
 import { boundAddress } from "../shared/listen";
 import { createLogger, type Logger } from "../shared/logging";
@@ -54,7 +54,7 @@ export async function runService(command: Command, argv: readonly string[]): Pro
     log.error("start-up failed", { error: describeError(error) });
     for (const part of [...stoppables].reverse()) await part.stop(0).catch(() => {});
     await tracingPart?.stop(0).catch(() => {});
-    return 1;
+    return error instanceof SettingError ? 2 : 1;
   }
   // Tracing stops last, after everything that makes spans, exporting what is still queued.
   if (tracingPart) stoppables.push(tracingPart);
@@ -152,7 +152,7 @@ const DECISION_RESOLVE_MS = 10_000;
  */
 async function connectDecision(config: Config, log: Logger, rest: Stoppable[]): Promise<Decider> {
   const targets = parseDecisionTargets(config.decisionAddress);
-  if ("error" in targets) throw new Error(`--decision: ${targets.error}`);
+  if ("error" in targets) throw new SettingError(`--decision: ${targets.error}`);
   const tls = {
     caFile: config.decisionTlsCaFile,
     certFile: config.decisionTlsCertFile,

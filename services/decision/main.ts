@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Server } from "@grpc/grpc-js";
 import { parseDefaultWhitelist } from "../cli/import-formats";
-import { describeError } from "../shared/errors";
+import { describeError, SettingError } from "../shared/errors";
 import type { Stoppable } from "../shared/lifecycle";
 import type { Logger } from "../shared/logging";
 import { type DecisionMetrics, initialiseDecisionMetrics } from "../shared/metrics";
@@ -126,7 +126,7 @@ function storePassword(config: Config): string | undefined {
 function serverSecurity(config: Config): ServerSecurity {
   const fromFile = readSettingFile("admin-token-file", config.adminTokenFile)?.trim();
   // An empty file would mean "no token": AdminService open to any loopback caller, silently.
-  if (fromFile === "") throw new Error(`--admin-token-file ${config.adminTokenFile}: the file is empty`);
+  if (fromFile === "") throw new SettingError(`--admin-token-file ${config.adminTokenFile}: the file is empty`);
   const token = fromFile ?? config.adminToken;
   return {
     tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, clientCaFile: config.tlsClientCaFile },
@@ -163,7 +163,7 @@ function internalNetworks(setting: string): Lists {
   const entries: ListEntryValue[] = [];
   for (const item of setting === "" ? [] : setting.split(",")) {
     const value = normaliseEntryValue("client_whitelist", item);
-    if (typeof value !== "string") throw new Error(`--internal-networks "${item}": ${value.error}`);
+    if (typeof value !== "string") throw new SettingError(`--internal-networks "${item}": ${value.error}`);
     entries.push({ kind: "client_whitelist", value, expiresAtMs: 0, comment: "", createdAtMs: 0, source: "config" });
   }
   return new Lists(entries);

@@ -23,6 +23,19 @@ export class GreyfleetError extends Error {
   }
 }
 
+/**
+ * A setting whose value cannot work, found only when start-up uses it (a certificate without its
+ * key, an empty token file, a bad --internal-networks entry): start-up stops with exit 2, as for
+ * a setting refused when the configuration is read. A file or port that cannot be used is not
+ * one of these (exit 1).
+ */
+export class SettingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SettingError";
+  }
+}
+
 /** The message of anything thrown, for logs. */
 export function describeError(error: unknown): string {
   if (error instanceof Error) {

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { type ChannelCredentials, credentials, experimental, ServerCredentials } from "@grpc/grpc-js";
+import { SettingError } from "./errors";
 
 /** The decision service's TLS files; all empty = plaintext (loopback only, by default). */
 export interface ServerTlsFiles {
@@ -37,7 +38,7 @@ export function serverCredentials(files: ServerTlsFiles, reloadMs: number): Serv
   if (files.certFile === "" && files.keyFile === "" && files.clientCaFile === "")
     return ServerCredentials.createInsecure();
   if (files.certFile === "" || files.keyFile === "") {
-    throw new Error("--tls-cert-file and --tls-key-file go together (and --tls-client-ca-file needs them)");
+    throw new SettingError("--tls-cert-file and --tls-key-file go together (and --tls-client-ca-file needs them)");
   }
   const identity = new experimental.FileWatcherCertificateProvider({
     certificateFile: check("tls-cert-file", files.certFile),
@@ -60,7 +61,7 @@ export function serverCredentials(files: ServerTlsFiles, reloadMs: number): Serv
 export function channelCredentials(files: ClientTlsFiles, reloadMs: number, flagPrefix: string): ChannelCredentials {
   if (files.caFile === "") {
     if (files.certFile !== "" || files.keyFile !== "")
-      throw new Error(`--${flagPrefix}tls-cert-file needs --${flagPrefix}tls-ca-file`);
+      throw new SettingError(`--${flagPrefix}tls-cert-file needs --${flagPrefix}tls-ca-file`);
     return credentials.createInsecure();
   }
   const ca = new experimental.FileWatcherCertificateProvider({
@@ -70,7 +71,7 @@ export function channelCredentials(files: ClientTlsFiles, reloadMs: number, flag
   let identity: experimental.CertificateProvider | null = null;
   if (files.certFile !== "" || files.keyFile !== "") {
     if (files.certFile === "" || files.keyFile === "") {
-      throw new Error(`--${flagPrefix}tls-cert-file and --${flagPrefix}tls-key-file go together`);
+      throw new SettingError(`--${flagPrefix}tls-cert-file and --${flagPrefix}tls-key-file go together`);
     }
     identity = new experimental.FileWatcherCertificateProvider({
       certificateFile: check(`${flagPrefix}tls-cert-file`, files.certFile),

@@ -95,11 +95,27 @@ describe("sqlite store specifics", () => {
       for (let i = 0; i < 5; i++) await store.decide({ ...query, recipient: `old${i}@example.com` }, DEFAULT_POLICY);
       clock.advance(DEFAULT_POLICY.retryWindowMs - 1);
       for (let i = 0; i < 2_345; i++) await store.decide({ ...query, recipient: `r${i}@example.com` }, DEFAULT_POLICY);
+      // Greytrap blocks and outbound pairs are paged the same way: two pages of each.
+      for (let i = 0; i < 1_100; i++) await store.blockNetwork(`10.${i >> 8}.${i & 255}.0/24`, DEFAULT_POLICY.maxAgeMs);
+      const pairs = Array.from({ length: 1_234 }, (_, i) => ({
+        local: "me@example.net",
+        external: `p${i}@example.org`,
+      }));
+      await store.learnOutbound(pairs, DEFAULT_POLICY.maxAgeMs);
       clock.advance(1);
-      const ids: string[] = [];
-      for await (const record of store.exportRecords()) if (record.type === "triplet") ids.push(record.id);
-      assert.equal(ids.length, 2_345);
-      assert.equal(new Set(ids).size, 2_345, "no triplet exported twice");
+      const ids = { triplet: [] as string[], block: [] as string[], outbound: [] as string[] };
+      for await (const record of store.exportRecords()) {
+        if (record.type === "triplet" || record.type === "outbound") ids[record.type].push(record.id);
+        if (record.type === "block") ids.block.push(record.networkId);
+      }
+      for (const [type, count] of [
+        ["triplet", 2_345],
+        ["block", 1_100],
+        ["outbound", 1_234],
+      ] as const) {
+        assert.equal(ids[type].length, count, type);
+        assert.equal(new Set(ids[type]).size, count, `no ${type} exported twice`);
+      }
     } finally {
       await store.close();
     }

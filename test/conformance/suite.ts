@@ -382,15 +382,15 @@ export function storeConformance(
       }
     });
 
-    it("after an import that failed, an entry is stored only with a new lists version (so it is in force)", async () => {
+    it("after an import that failed, the entries before the failure are stored, with a new lists version (so in force)", async () => {
       const before = await sut.store.listsVersion();
       async function* cutOff(): AsyncIterable<StateRecord> {
         yield { type: "entry", entry: entry("sender_whitelist", "partial@example.org") };
         throw new Error("the dump was cut off");
       }
       await assert.rejects(sut.store.importRecords(cutOff()), /cut off/);
-      const stored = (await sut.store.listEntries()).some((e) => e.value === "partial@example.org");
-      assert.equal((await sut.store.listsVersion()) !== before, stored);
+      assert.ok((await sut.store.listEntries()).some((e) => e.value === "partial@example.org"));
+      assert.notEqual(await sut.store.listsVersion(), before);
     });
 
     it("counts the state", async () => {

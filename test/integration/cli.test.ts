@@ -55,6 +55,24 @@ describe("greyfleet command", () => {
     assert.match(busy.stderr, new RegExp(`start-up failed.*--listen ${taken}`));
   });
 
+  it("stops with exit 2 for a setting found unusable only when start-up uses it", async () => {
+    for (const [args, problem] of [
+      [["serve", "--store", "memory:", "--internal-networks", "300.1.1.1"], /--internal-networks \\"300\.1\.1\.1\\": not an IP address/],
+      [
+        ["serve", "--store", "memory:", "--tls-cert-file", "/nonexistent.pem"],
+        /--tls-cert-file and --tls-key-file go together/,
+      ],
+      [
+        ["policy", "--decision-tls-cert-file", "/nonexistent.pem"],
+        /--decision-tls-cert-file needs --decision-tls-ca-file/,
+      ],
+    ] as const) {
+      const result = await runGreyfleet([...args, "--metrics-listen", ""]);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, problem);
+    }
+  });
+
   it("refuses unknown commands, and says so when the admin server cannot be reached", async () => {
     const unknown = await runGreyfleet(["frobnicate"]);
     assert.equal(unknown.code, 2);

@@ -208,7 +208,7 @@ describe("admin token", () => {
       const file = join(dir, "token");
       writeFileSync(file, "\n");
       const result = serveFailsToStart(["--listen", "127.0.0.1:0", "--admin-token-file", file]);
-      assert.equal(result.status, 1, result.output);
+      assert.equal(result.status, 2, result.output);
       assert.match(result.output, /--admin-token-file .*: the file is empty/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

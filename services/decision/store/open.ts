@@ -1,5 +1,6 @@
 /** Opens the store a --store URL names. */
 import { join } from "node:path";
+import { SettingError } from "../../shared/errors";
 import { parseStoreUrl } from "../../shared/store-url";
 import { MemoryStore } from "./memory";
 import { RedisStore } from "./redis";
@@ -28,7 +29,7 @@ export interface OpenStoreOptions {
 /** Opens the store; throws with a message naming --store if it cannot be opened. */
 export function openStore(url: string, options: OpenStoreOptions): Store {
   const target = parseStoreUrl(url);
-  if ("error" in target) throw new Error(`--store: ${target.error}`);
+  if ("error" in target) throw new SettingError(`--store: ${target.error}`);
   if (target.kind === "memory") return new MemoryStore();
   if (target.kind === "sqlite") {
     const path = target.path || join(options.dataDir, "greyfleet.sqlite");

@@ -216,7 +216,11 @@ export async function* exportRecords(connection: Connection, keys: RedisKeys): A
   for (const entry of parseEntries(await connection.client.hvals(keys.listEntries()))) yield { type: "entry", entry };
 }
 
-/** Writes records with their absolute expiry times; list entries bump the lists version. */
+/**
+ * Writes records with their absolute expiry times; list entries bump the lists version. List
+ * entries are written together at the end, also when the records stop with an error: as in every
+ * store, the records before a refused one stay written.
+ */
 export async function importRecords(
   { client: redis }: Connection,
   keys: RedisKeys,
@@ -224,20 +228,37 @@ export async function importRecords(
 ): Promise<ImportResult> {
   const counts = { imported: 0, expired: 0, kept: 0 };
   const entries: ListEntryValue[] = [];
-  for await (const record of records) {
-    if (record.type === "entry") {
-      if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= Date.now()) counts.expired++;
-      else entries.push(record.entry);
-      continue;
+  try {
+    for await (const record of records) {
+      if (record.type === "entry") {
+        if (record.entry.expiresAtMs !== 0 && record.entry.expiresAtMs <= Date.now()) counts.expired++;
+        else entries.push(record.entry);
+        continue;
+      }
+      if (record.expiresMs <= Date.now()) {
+        counts.expired++;
+        continue;
+      }
+      const [key, kind, values] = importedValues(keys, record);
+      const written = await redis.greyfleetImportRecord(key, kind, record.expiresMs, restoreOrder(record), ...values);
+      counts[written === 1 ? "imported" : "kept"]++;
     }
-    if (record.expiresMs <= Date.now()) {
-      counts.expired++;
-      continue;
-    }
-    const [key, kind, values] = importedValues(keys, record);
-    const written = await redis.greyfleetImportRecord(key, kind, record.expiresMs, restoreOrder(record), ...values);
-    counts[written === 1 ? "imported" : "kept"]++;
+  } catch (error) {
+    // The entries read before the failure are written all the same; the failure is what is reported.
+    await importEntries(redis, keys, entries, counts).catch(() => {});
+    throw error;
   }
+  await importEntries(redis, keys, entries, counts);
+  return counts;
+}
+
+/** Writes restored list entries, each unless the store holds it as new or newer. */
+async function importEntries(
+  redis: Connection["client"],
+  keys: RedisKeys,
+  entries: readonly ListEntryValue[],
+  counts: { imported: number; kept: number },
+): Promise<void> {
   if (entries.length > 0) {
     // Entries are compared here, not in a script: they live as JSON in one hash.
     const stored = new Map(
@@ -254,7 +275,6 @@ export async function importRecords(
     if (args.length > 0) await redis.greyfleetListsPut(keys.listEntries(), keys.listsVersion(), ...args);
     counts.imported += args.length / 2;
   }
-  return counts;
 }
 
 /** The key, kind and fields (hash) or value (string) of an exported record. */

@@ -309,16 +309,13 @@ export class SqliteStore implements Store {
         expiresMs: row.expires_ms,
       };
     }
-    const blocks = this.db.prepare("SELECT * FROM blocks WHERE expires_ms > ?").all(nowMs) as {
-      network_id: string;
-      expires_ms: number;
-    }[];
-    for (const row of blocks) yield { type: "block", networkId: row.network_id, expiresMs: row.expires_ms };
-    const pairs = this.db.prepare("SELECT * FROM outbound WHERE expires_ms > ?").all(nowMs) as {
-      id: string;
-      expires_ms: number;
-    }[];
-    for (const row of pairs) yield { type: "outbound", id: row.id, expiresMs: row.expires_ms };
+    for (const row of this.pages<{ network_id: string; expires_ms: number }>("blocks", "network_id", nowMs)) {
+      yield { type: "block", networkId: row.network_id, expiresMs: row.expires_ms };
+    }
+    for (const row of this.pages<{ id: string; expires_ms: number }>("outbound", "id", nowMs)) {
+      yield { type: "outbound", id: row.id, expiresMs: row.expires_ms };
+    }
+    // List entries are few (an admin's lists): read at once.
     for (const entry of await this.listEntries()) yield { type: "entry", entry };
   }
 
