@@ -57,7 +57,10 @@ describe("greyfleet command", () => {
 
   it("stops with exit 2 for a setting found unusable only when start-up uses it", async () => {
     for (const [args, problem] of [
-      [["serve", "--store", "memory:", "--internal-networks", "300.1.1.1"], /--internal-networks \\"300\.1\.1\.1\\": not an IP address/],
+      [
+        ["serve", "--store", "memory:", "--internal-networks", "300.1.1.1"],
+        /--internal-networks \\"300\.1\.1\.1\\": not an IP address/,
+      ],
       [
         ["serve", "--store", "memory:", "--tls-cert-file", "/nonexistent.pem"],
         /--tls-cert-file and --tls-key-file go together/,

@@ -90,6 +90,14 @@ describe("overload limits", () => {
       );
       assert.equal((await unary.check(rcpt({ recipient: "after@example.com" }))).action, Action.ACTION_DEFER);
       assert.equal((await streamed.check(rcpt({ recipient: "after@example.com" }))).action, Action.ACTION_DEFER);
+      // A check that fails frees its place too: as many invalid ones as the limit, then a good one.
+      for (let i = 0; i < MAX_CHECKS; i++) {
+        const invalid = grpcError(
+          await unary.check(rcpt({ clientAddress: "not-an-address" })).catch((e: unknown) => e),
+        );
+        assert.equal(invalid.code, status.INVALID_ARGUMENT);
+      }
+      assert.equal((await unary.check(rcpt({ recipient: "after-invalid@example.com" }))).action, Action.ACTION_DEFER);
       assert.equal(await refusals("checks_in_flight"), 2);
     } finally {
       await admin.call("CLIENT", "UNPAUSE");
