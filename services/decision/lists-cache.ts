@@ -20,7 +20,10 @@ export class ListsCache {
     /** Entries that are not in the store (the shipped default whitelist). */
     private readonly builtIn: readonly ListEntryValue[],
     private readonly onError: (error: unknown) => void,
+    /** Told when the lists were rebuilt (the store's version changed). */
     private readonly onChange: (lists: Lists) => void = () => {},
+    /** Told after every successful refresh, changed or not: entries expire without a new version. */
+    private readonly onRefresh: (lists: Lists) => void = () => {},
   ) {
     this.lists = new Lists(builtIn);
     this.all = builtIn;
@@ -40,12 +43,14 @@ export class ListsCache {
   async refresh(): Promise<void> {
     try {
       const version = await this.store.listsVersion();
-      if (version === this.version) return;
-      const entries = await this.store.listEntries();
-      this.all = [...this.builtIn, ...entries];
-      this.lists = new Lists(this.all);
-      this.version = version;
-      this.onChange(this.lists);
+      if (version !== this.version) {
+        const entries = await this.store.listEntries();
+        this.all = [...this.builtIn, ...entries];
+        this.lists = new Lists(this.all);
+        this.version = version;
+        this.onChange(this.lists);
+      }
+      this.onRefresh(this.lists);
     } catch (error) {
       this.onError(error);
     }

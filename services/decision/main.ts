@@ -69,10 +69,13 @@ export function createEngine(config: Config, metrics: DecisionMetrics, log: Logg
         error: describeError(error),
       }),
     (current) => {
-      for (const [kind, count] of Object.entries(current.sizes(Date.now()))) metrics.listEntries.set({ kind }, count);
       for (const { entry, problem } of current.invalid) {
         listsLog.warn("stored list entry ignored", { kind: entry.kind, value: entry.value, problem });
       }
+    },
+    // Every refresh: an entry that expires changes no version, but leaves the count in force.
+    (current) => {
+      for (const [kind, count] of Object.entries(current.sizes(Date.now()))) metrics.listEntries.set({ kind }, count);
     },
   );
   const engine = new Engine({

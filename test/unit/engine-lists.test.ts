@@ -284,3 +284,30 @@ describe("Admin explain", () => {
     assert.equal((await engine.check(rcpt({ clientAddress: "192.0.2.1" }))).reason, Reason.REASON_NEW_TRIPLET);
   });
 });
+
+describe("ListsCache", () => {
+  it("tells every refresh, not only a new version, so a count of entries in force follows expiry", async () => {
+    const clock = new TestClock();
+    const store = new MemoryStore(clock.now);
+    await store.putEntries([
+      entry("sender_whitelist", "a@example.org"),
+      entry("sender_whitelist", "b@example.org", clock.now() + H),
+    ]);
+    const changes: number[] = [];
+    const inForce: number[] = [];
+    const lists = new ListsCache(
+      store,
+      [],
+      (error) => {
+        throw error;
+      },
+      (current) => changes.push(current.sizes(clock.now()).sender_whitelist),
+      (current) => inForce.push(current.sizes(clock.now()).sender_whitelist),
+    );
+    await lists.refresh();
+    clock.advance(H);
+    await lists.refresh(); // same version: b expired meanwhile
+    assert.deepEqual(changes, [2]);
+    assert.deepEqual(inForce, [2, 1]);
+  });
+});
