@@ -21,6 +21,16 @@ export interface Chain {
   stop(): Promise<void>;
 }
 
+/** `measure` run on a started chain, which is stopped afterwards, also when measuring fails. */
+export async function measureChain<T>(started: Promise<Chain>, measure: (chain: Chain) => Promise<T>): Promise<T> {
+  const chain = await started;
+  try {
+    return await measure(chain);
+  } finally {
+    await chain.stop();
+  }
+}
+
 /** A redis-server on a free loopback port, without persistence. */
 export async function startRedis(): Promise<{ readonly server: Started; readonly url: string }> {
   const port = await freePort();

@@ -7,7 +7,7 @@
  */
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
-import { startChain, startColocated, startRedis } from "./chain";
+import { type Chain, measureChain, startChain, startColocated, startRedis } from "./chain";
 import {
   cpuSeconds,
   failOnWrongVerdicts,
@@ -123,17 +123,15 @@ export async function benchMilter(options: MilterBenchOptions): Promise<void> {
 
     const redis = await startRedis();
     started.push(redis.server);
-    const fleet = await startChain("milter", redis, DELAY_SECONDS);
-    const chain = await benchTarget("greyfleet (milter -> serve -> redis)", fleet.target, fleet.processes, options);
-    await fleet.stop();
-    const oneProcess = await startColocated("milter", redis, DELAY_SECONDS);
-    const colocated = await benchTarget(
-      "greyfleet all (milter and engine in one process -> redis)",
-      oneProcess.target,
-      oneProcess.processes,
-      options,
+    const bench = (name: string) => (chain: Chain) => benchTarget(name, chain.target, chain.processes, options);
+    const chain = await measureChain(
+      startChain("milter", redis, DELAY_SECONDS),
+      bench("greyfleet (milter -> serve -> redis)"),
     );
-    await oneProcess.stop();
+    const colocated = await measureChain(
+      startColocated("milter", redis, DELAY_SECONDS),
+      bench("greyfleet all (milter and engine in one process -> redis)"),
+    );
 
     process.stdout.write("\n");
     printTable(

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { projectFile } from "../services/shared/paths";
 import { freePort } from "../test/support/ports";
-import { startChain, startColocated, startRedis } from "./chain";
+import { type Chain, measureChain, startChain, startColocated, startRedis } from "./chain";
 import {
   cpuSeconds,
   failOnWrongVerdicts,
@@ -132,25 +132,19 @@ export async function benchPolicy(options: PolicyBenchOptions): Promise<void> {
 
     const redis = await startRedis();
     started.push(redis.server);
-    const fleet = await startChain("policy", redis, DELAY_SECONDS);
-    const chain = await benchTarget("greyfleet (policy -> serve -> redis)", fleet.target, fleet.processes, options);
-    await fleet.stop();
-    const withoutRedis = await startChain("policy", { url: "memory:" }, DELAY_SECONDS);
-    const memoryChain = await benchTarget(
-      "greyfleet on memory: (policy -> serve, no Redis hop)",
-      withoutRedis.target,
-      withoutRedis.processes,
-      options,
+    const bench = (name: string) => (chain: Chain) => benchTarget(name, chain.target, chain.processes, options);
+    const chain = await measureChain(
+      startChain("policy", redis, DELAY_SECONDS),
+      bench("greyfleet (policy -> serve -> redis)"),
     );
-    await withoutRedis.stop();
-    const oneProcess = await startColocated("policy", redis, DELAY_SECONDS);
-    const colocated = await benchTarget(
-      "greyfleet all (policy and engine in one process -> redis)",
-      oneProcess.target,
-      oneProcess.processes,
-      options,
+    const memoryChain = await measureChain(
+      startChain("policy", { url: "memory:" }, DELAY_SECONDS),
+      bench("greyfleet on memory: (policy -> serve, no Redis hop)"),
     );
-    await oneProcess.stop();
+    const colocated = await measureChain(
+      startColocated("policy", redis, DELAY_SECONDS),
+      bench("greyfleet all (policy and engine in one process -> redis)"),
+    );
 
     process.stdout.write("\n");
     printTable(

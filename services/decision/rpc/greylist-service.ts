@@ -104,20 +104,26 @@ export function greylistService(
     state.idle?.();
   };
 
-  /** The engine's answer to one Check, within the service's span for it. */
-  const decide = (request: CheckRequest, deadline: number | undefined, span: Span | undefined) => {
+  /** Asks the engine for one Check, within the service's span for it, counted while in flight. */
+  const decide = (
+    request: CheckRequest,
+    deadline: number | undefined,
+    span: Span | undefined,
+    onResponse: (response: CheckResponse) => void,
+    onError: (error: GreyfleetError) => void,
+  ): void => {
     checksInFlight++;
-    const answered = inSpan(span, () => engine.check(request, { deadlineMs: deadline }));
-    return answered.then(
+    inSpan(span, () => engine.check(request, { deadlineMs: deadline })).then(
       (response) => {
         checksInFlight--;
         if (span) endServiceSpan(span, response, engine.storeKind);
-        return response;
+        onResponse(response);
       },
       (thrown: unknown) => {
         checksInFlight--;
-        if (span) failSpan(span, GreyfleetError.from(thrown).code);
-        throw thrown;
+        const error = failed(thrown);
+        if (span) failSpan(span, error.code);
+        onError(error);
       },
     );
   };
@@ -131,13 +137,23 @@ export function greylistService(
     const span = tracingEnabled()
       ? startServiceSpan("check", metadataValue(call, "traceparent"), metadataValue(call, "tracestate"))
       : undefined;
-    decide(call.request, deadlineMs(call), span).then(
+    decide(
+      call.request,
+      deadlineMs(call),
+      span,
       (response) => callback(null, response),
-      (thrown: unknown) => {
-        const error = failed(thrown);
-        callback({ code: GRPC_STATUS[error.code], details: error.message });
-      },
+      (error) => callback({ code: GRPC_STATUS[error.code], details: error.message }),
     );
+  };
+
+  /** Why a streamed check (counted in its stream's inFlight) is refused, if it is. */
+  const streamedRefusal = (state: StreamState): [status, string] | undefined => {
+    if (draining) return [status.UNAVAILABLE, "the decision service is shutting down"];
+    if (state.inFlight > MAX_IN_FLIGHT_PER_STREAM) {
+      return [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`];
+    }
+    const overload = overloaded();
+    return overload ? [status.RESOURCE_EXHAUSTED, overload] : undefined;
   };
 
   const checkStream = (call: ServerDuplexStream<CheckStreamRequest, CheckStreamResponse>): void => {
@@ -178,32 +194,22 @@ export function greylistService(
       }
       for (const { id, check, timeoutMs, traceparent } of message.checks) {
         state.inFlight++;
-        const overload = draining || state.inFlight > MAX_IN_FLIGHT_PER_STREAM ? undefined : overloaded();
-        const refusal: [status, string] | undefined = draining
-          ? [status.UNAVAILABLE, "the decision service is shutting down"]
-          : state.inFlight > MAX_IN_FLIGHT_PER_STREAM
-            ? [status.RESOURCE_EXHAUSTED, `more than ${MAX_IN_FLIGHT_PER_STREAM} checks in flight on this stream`]
-            : overload
-              ? [status.RESOURCE_EXHAUSTED, overload]
-              : !check
-                ? [status.INVALID_ARGUMENT, "check is required"]
-                : undefined;
-        if (refusal || !check) {
-          answer({
-            id,
-            check: undefined,
-            errorCode: refusal?.[0] ?? status.INVALID_ARGUMENT,
-            errorMessage: refusal?.[1] ?? "",
-          });
+        if (!check) {
+          answer({ id, check: undefined, errorCode: status.INVALID_ARGUMENT, errorMessage: "check is required" });
+          continue;
+        }
+        const refusal = streamedRefusal(state);
+        if (refusal) {
+          answer({ id, check: undefined, errorCode: refusal[0], errorMessage: refusal[1] });
           continue;
         }
         const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : undefined;
-        decide(check, deadline, startServiceSpan("checkStream", traceparent)).then(
+        decide(
+          check,
+          deadline,
+          startServiceSpan("checkStream", traceparent),
           (response) => answer({ id, check: response, errorCode: 0, errorMessage: "" }),
-          (thrown: unknown) => {
-            const error = failed(thrown);
-            answer({ id, check: undefined, errorCode: GRPC_STATUS[error.code], errorMessage: error.message });
-          },
+          (error) => answer({ id, check: undefined, errorCode: GRPC_STATUS[error.code], errorMessage: error.message }),
         );
       }
     });
