@@ -37,6 +37,8 @@ export interface DecisionBenchOptions {
 }
 
 const DELAY_SECONDS = 2;
+/** Each target's unmeasured run before the measured ones: its code optimised, its heap grown. */
+const WARM_UP_SECONDS = 4;
 const WORKER = projectFile("dist/bench/load-worker.js");
 const CLI = projectFile("dist/services/cli/main.js");
 
@@ -250,7 +252,7 @@ function h2loadCeiling(address: string, options: DecisionBenchOptions): string {
 export async function benchDecision(options: DecisionBenchOptions): Promise<void> {
   process.stdout.write(
     `decision service: ${options.workers} load processes x ${options.inFlight} calls in flight, ${options.seconds} s per run, ` +
-      `median of ${options.runs} runs taking turns (vs echo: the median of the ratios to the echo run of the same turn); ` +
+      `median of ${options.runs} runs taking turns after a ${WARM_UP_SECONDS} s warm-up run each (vs echo: the median of the ratios to the echo run of the same turn); ` +
       `targets on CPU 0${canPin() ? "" : " (not pinned: taskset missing)"}\n`,
   );
   const redisPort = await freePort();
@@ -291,6 +293,9 @@ export async function benchDecision(options: DecisionBenchOptions): Promise<void
     prepared.push(await prepare("echo", echoServer, undefined, options));
     prepared.push(await prepare("sqlite", serve(`sqlite:${join(dir, "bench.sqlite")}`), undefined, options));
     prepared.push(await prepare("redis", serve(`redis://127.0.0.1:${redisPort}`), redis, options));
+    for (const target of prepared) {
+      await measure(target.address, target.server, target.redis, { ...options, seconds: WARM_UP_SECONDS });
+    }
     for (let run = 0; run < options.runs; run++) {
       for (const target of prepared) {
         target.peaks.push(await measure(target.address, target.server, target.redis, options));
