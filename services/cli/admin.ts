@@ -60,15 +60,18 @@ function kind(text: string | undefined): ListKindName {
   return name;
 }
 
+/** Latest expiry an entry may have: the year 2200, as the service checks (a restore takes no later time). */
+const LATEST_EXPIRY_MS = Date.UTC(2200, 0, 1);
+
 function expiry(text: string | undefined, nowMs = Date.now()): number {
   if (text === undefined) return 0;
   const duration = parseDurationMs(text, "s");
-  if (typeof duration === "number") return nowMs + duration;
-  const date = Date.parse(text);
+  const date = typeof duration === "number" ? nowMs + duration : Date.parse(text);
   if (Number.isNaN(date))
     throw new UsageError(`--expires "${text}" is neither a duration (30d) nor a date (2026-12-31)`);
   // A past date would be stored as given, and 0 means "never expires".
   if (date <= nowMs) throw new UsageError(`--expires "${text}" is in the past`);
+  if (date > LATEST_EXPIRY_MS) throw new UsageError(`--expires "${text}" is later than the year 2200`);
   return date;
 }
 
@@ -78,7 +81,12 @@ function entry(kindName: ListKindName, value: string, expires: number, comment: 
 
 const kindText = (k: ListKind): string =>
   k === ListKind.LIST_KIND_UNSPECIFIED ? "-" : ListKind[k].replace("LIST_KIND_", "").toLowerCase();
-const time = (ms: number): string => (ms === 0 ? "-" : new Date(ms).toISOString().replace(".000Z", "Z"));
+/** An epoch-ms time as ISO 8601; one a Date cannot hold (stored by an older version) as the number. */
+const time = (ms: number): string => {
+  if (ms === 0) return "-";
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString().replace(".000Z", "Z");
+};
 
 function checkFrom(values: Readonly<Record<string, string | boolean | undefined>>): CheckRequest {
   const text = (name: string): string | undefined => {
@@ -123,13 +131,29 @@ async function readRecords(file: string): Promise<AsyncIterable<StateRecord>> {
   return parseRecords(file, createReadStream(file));
 }
 
+/** The kinds of record an export writes: each line is an object with exactly one of them. */
+const RECORD_KINDS: readonly string[] = ["triplet", "client", "entry", "block", "outbound"];
+
+/** A line's JSON as a record, or an error saying why it is not one. */
+function recordFrom(json: unknown): StateRecord {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new Error("not a JSON object");
+  const keys = Object.keys(json);
+  const [kind] = keys;
+  if (keys.length !== 1 || kind === undefined || !RECORD_KINDS.includes(kind)) {
+    throw new Error(`expected one of ${RECORD_KINDS.join(", ")}, found ${keys.join(", ") || "nothing"}`);
+  }
+  const value: unknown = (json as Record<string, unknown>)[kind];
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error(`${kind} is not an object`);
+  return StateRecord.fromJSON(json);
+}
+
 async function* parseRecords(file: string, input: NodeJS.ReadableStream): AsyncIterable<StateRecord> {
   let line = 0;
   for await (const text of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
     line++;
     if (text.trim() === "") continue;
     try {
-      yield StateRecord.fromJSON(JSON.parse(text));
+      yield recordFrom(JSON.parse(text));
     } catch (error) {
       throw new UsageError(
         `${file} line ${line}: not a record (${error instanceof Error ? error.message : String(error)})`,

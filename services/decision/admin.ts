@@ -188,18 +188,27 @@ export class Admin {
 /** What AddEntries and a restore check of an entry: its stored (normalised) value, or the problem. */
 function checkEntry(
   entry: ListEntryValue,
-): { readonly value: string } | { readonly field: "value" | "comment"; readonly problem: string } {
+): { readonly value: string } | { readonly field: "value" | "other"; readonly problem: string } {
   const value = normaliseEntryValue(entry.kind, entry.value);
   if (typeof value !== "string") return { field: "value", problem: value.error };
-  if (Buffer.byteLength(entry.comment) > MAX_COMMENT_BYTES) {
-    return { field: "comment", problem: `comment is longer than ${MAX_COMMENT_BYTES} bytes` };
+  // Comment and source are printed by `admin list`: bounded, and no terminal escapes.
+  for (const [name, text] of [
+    ["comment", entry.comment],
+    ["source", entry.source],
+  ] as const) {
+    if (Buffer.byteLength(text) > MAX_COMMENT_BYTES) {
+      return { field: "other", problem: `${name} is longer than ${MAX_COMMENT_BYTES} bytes` };
+    }
+    if (CONTROL_CHARACTER.test(text)) return { field: "other", problem: `${name} has a control character` };
   }
-  // A comment is printed by `admin list`: no terminal escapes.
-  if (CONTROL_CHARACTER.test(entry.comment)) return { field: "comment", problem: "comment has a control character" };
+  // An entry is exported as it is stored, and a restore takes times up to LATEST_MS only.
+  if (!Number.isSafeInteger(entry.expiresAtMs) || entry.expiresAtMs < 0 || entry.expiresAtMs > LATEST_MS) {
+    return { field: "other", problem: "expires later than the year 2200 (or is not a time)" };
+  }
   return { value };
 }
 
-/** Latest time a restored record may name, ms since the epoch (the year 2200). */
+/** Latest time a stored or restored record may name, ms since the epoch (the year 2200). */
 const LATEST_MS = Date.UTC(2200, 0, 1);
 
 /** `records` with each checked: list entries as AddEntries checks them, times in range. */

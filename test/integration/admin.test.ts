@@ -176,9 +176,25 @@ describe("greyfleet admin", () => {
     assert.equal(stopped.code, 2);
     assert.match(stopped.stderr, /cut\.jsonl line 2: not a record/);
     assert.doesNotMatch((await admin(a, "list")).stdout, /first@example\.org/);
+    // A line of JSON that is not a record is refused the same way, before anything is written.
+    for (const notRecord of ["[1,2]", "{}", '"x"', '{"entrie":{}}', '{"entry":{},"block":{}}', '{"entry":7}']) {
+      writeFileSync(cut, `${line("SENDER_WHITELIST", "first@example.org")}\n${notRecord}\n`);
+      const refused = await admin(a, "restore", cut);
+      assert.equal(refused.code, 2, notRecord);
+      assert.match(refused.stderr, /cut\.jsonl line 2: not a record/, notRecord);
+    }
+    assert.doesNotMatch((await admin(a, "list")).stdout, /first@example\.org/);
+    // An expiry that a restore of the export would refuse is refused when added.
+    const far = await admin(a, "add", "client_whitelist", "192.0.2.0/24", "--expires", "9999-12-31");
+    assert.equal(far.code, 2);
+    assert.match(far.stderr, /later than the year 2200/);
+    const escapedSource = JSON.stringify({
+      entry: { kind: "LIST_KIND_SENDER_WHITELIST", value: "x@example.org", source: "\u001b]0;x\u0007" },
+    });
     for (const [bad, problem] of [
+      [escapedSource, /record 1: source has a control character/],
       [line("CLIENT_WHITELIST", "10.0.0.0/33"), /record 1: client_whitelist "10\.0\.0\.0\/33"/],
-      [line("CLIENT_NAME_WHITELIST", "/(a+)+$/"), /record 1: .*exponential time/],
+      [line("CLIENT_NAME_WHITELIST", "/(mx)\\1/"), /record 1: .*bounded time/],
       [line("SENDER_WHITELIST", "x@example.org", "\u001b[2J"), /record 1: comment .* control character/],
     ] as const) {
       const file = join(dir, "bad-entry.jsonl");

@@ -283,6 +283,27 @@ describe("Admin explain", () => {
     assert.equal(removed.problems.length, 1);
     assert.equal((await engine.check(rcpt({ clientAddress: "192.0.2.1" }))).reason, Reason.REASON_NEW_TRIPLET);
   });
+
+  it("refuses what a restore of its export would refuse, and what `admin list` could not print safely", async () => {
+    const { admin } = await setup([]);
+    const result = await admin.addEntries([
+      entry("client_whitelist", "192.0.2.1", Date.UTC(2199, 11, 31)),
+      entry("client_whitelist", "192.0.2.2", Date.UTC(9999, 11, 31)),
+      entry("client_whitelist", "192.0.2.3", 8.64e15 + 1),
+      { ...entry("client_whitelist", "192.0.2.4"), source: "x\u001b[2J" },
+      { ...entry("client_whitelist", "192.0.2.5"), source: "y".repeat(201) },
+    ]);
+    assert.equal(result.added, 1);
+    assert.deepEqual(
+      result.problems.map((p) => [p.index, p.problem]),
+      [
+        [1, "expires later than the year 2200 (or is not a time)"],
+        [2, "expires later than the year 2200 (or is not a time)"],
+        [3, "source has a control character"],
+        [4, "source is longer than 200 bytes"],
+      ],
+    );
+  });
 });
 
 describe("ListsCache", () => {

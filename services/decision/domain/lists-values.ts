@@ -4,6 +4,7 @@
  * indexed, so what is stored is exactly what is matched.
  */
 import { formatIp, type IpAddress, maskIp, parseIp } from "./ip";
+import { compileListRegex } from "./list-regex";
 
 /** The list kinds, as named in proto/greyfleet/v1/admin.proto (ListKind without the prefix). */
 export type ListKindName =
@@ -164,70 +165,8 @@ function parseRegex(text: string): Result {
     return { error: "a regex is written /pattern/ without flags (it always matches case-insensitively)" };
   }
   if (text.length > MAX_REGEX_LENGTH) return { error: `regex longer than ${MAX_REGEX_LENGTH} characters` };
-  if (nestedQuantifier(text.slice(1, -1))) {
-    return {
-      error:
-        "a repeated group ending in a repetition, like (a+)+ or (\\w+\\.?)*, can take exponential time on a " +
-        "client's name (which the client chooses); end the group with a literal, like (\\w+\\.)+",
-    };
-  }
-  try {
-    return { form: "regex", canonical: text, regex: new RegExp(text.slice(1, -1), "i") };
-  } catch (error) {
-    return { error: `regex does not compile: ${error instanceof Error ? error.message : String(error)}` };
-  }
-}
-
-/**
- * Whether `pattern` repeats a group that can end in a repetition, e.g. (a+)+, (a|b*)*, (x\d+){2,}:
- * the backtracking JavaScript engine can take exponential time on such a pattern, and the names
- * it is matched against come from the client. A group that ends in a literal, like (\w+\.)+,
- * splits the input unambiguously and is allowed.
- */
-export function nestedQuantifier(pattern: string): boolean {
-  // One frame per open group: whether a branch of it ends in a repetition, whether its last
-  // token so far is one, and whether the token before that was (for an optional last token).
-  type Frame = { endsRepeated: boolean; last: boolean; beforeLast: boolean };
-  const frames: Frame[] = [{ endsRepeated: false, last: false, beforeLast: false }];
-  const top = () => frames[frames.length - 1] as Frame;
-  const token = (repeated: boolean) => {
-    top().beforeLast = top().last;
-    top().last = repeated;
-  };
-  const repeats = (at: number) => {
-    const rest = pattern.slice(at);
-    return rest[0] === "*" || rest[0] === "+" || (/^\{\d+,\d*\}/.test(rest) && !/^\{\d+,[01]\}/.test(rest));
-  };
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i];
-    if (c === "\\") {
-      i++;
-      token(false);
-    } else if (c === "[") {
-      for (i++; i < pattern.length && pattern[i] !== "]"; i++) if (pattern[i] === "\\") i++;
-      token(false);
-    } else if (c === "(") {
-      frames.push({ endsRepeated: false, last: false, beforeLast: false });
-    } else if (c === "|") {
-      top().endsRepeated ||= top().last;
-      top().last = false;
-      top().beforeLast = false;
-    } else if (c === ")" && frames.length > 1) {
-      const group = frames.pop() as Frame;
-      const endsRepeated = group.endsRepeated || group.last;
-      if (endsRepeated && repeats(i + 1)) return true;
-      token(endsRepeated);
-    } else if (repeats(i)) {
-      top().last = true;
-      if (c === "{") i = pattern.indexOf("}", i);
-    } else if (c === "?") {
-      // Lazy after a repetition; otherwise the token before it may end the group instead.
-      if (!"*+}".includes(pattern[i - 1] ?? "")) top().last ||= top().beforeLast;
-    } else {
-      token(false);
-    }
-  }
-  return false;
+  const compiled = compileListRegex(text.slice(1, -1));
+  return "error" in compiled ? compiled : { form: "regex", canonical: text, regex: compiled.regex };
 }
 
 /** ".example.com", "example.com" (also "*.example.com" = ".example.com"; a trailing dot is dropped) or /regex/. */
