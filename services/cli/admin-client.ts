@@ -17,6 +17,12 @@ import type { CheckRequest } from "../contract/gen/greyfleet/v1/greylist";
 /** How long one admin call may take, ms (Stats and Export scan the whole state). */
 const CALL_TIMEOUT_MS = 120_000;
 
+/**
+ * Largest reply taken, bytes: ListEntries answers every entry in one message, and a store may hold
+ * many imports of 100,000 entries (about 45 bytes each, up to about 650 with comment and source).
+ */
+const MAX_REPLY_BYTES = 512 * 1024 * 1024;
+
 /** A failed admin call: its gRPC status details are safe to show. */
 export class AdminCallError extends Error {}
 
@@ -41,7 +47,10 @@ export class AdminClient {
       token: "",
     },
   ) {
-    this.client = new AdminServiceClient(address, transport.credentials, transport.options);
+    this.client = new AdminServiceClient(address, transport.credentials, {
+      "grpc.max_receive_message_length": MAX_REPLY_BYTES,
+      ...transport.options,
+    });
     if (transport.token !== "") this.metadata.set("authorization", `Bearer ${transport.token}`);
   }
 

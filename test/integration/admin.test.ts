@@ -132,16 +132,21 @@ describe("greyfleet admin", () => {
     assert.doesNotMatch(result.stderr, /node:events|Unhandled/);
   });
 
-  it("imports a list file larger than one gRPC message, reporting bad lines by their number", async () => {
+  it("imports a list file of the largest size, reporting bad lines by their number, and lists it", async () => {
     const service = await serve("memory:", "--default-whitelist", "off");
     try {
       const file = join(dir, "many.txt");
-      const lines = Array.from({ length: 30_000 }, (_, i) => `10.${i >> 8}.${i & 255}.1`);
+      const lines = Array.from({ length: 99_999 }, (_, i) => `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`);
       writeFileSync(file, `${[...lines.slice(0, 20_000), "300.1.1.1", ...lines.slice(20_000)].join("\n")}\n`);
       const imported = await admin(service, "import", "ip-prefixes", file);
       assert.equal(imported.code, 1, imported.stderr);
-      assert.match(imported.stdout, /^added 30000 entries from /);
+      assert.match(imported.stdout, /^added 99999 entries from /);
       assert.match(imported.stdout, new RegExp(`${file}:20001: .*: 300\\.1\\.1\\.1`));
+      // Every entry in one ListEntries reply: far more than grpc-js takes by default (4 MiB).
+      const listed = await admin(service, "--json", "list", "client_whitelist");
+      assert.equal(listed.code, 0, listed.stderr);
+      assert.ok(listed.stdout.length > 4 * 1024 * 1024, `${listed.stdout.length} bytes`);
+      assert.equal(listed.stdout.match(/"value":/g)?.length, 99_999);
     } finally {
       await service.stop();
     }
