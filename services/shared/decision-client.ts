@@ -101,7 +101,9 @@ export class GrpcDecider implements Decider {
       this.pending.set(id, { resolve, reject, timer, span });
       // Checks asked in one turn of the event loop go out in one message.
       const traceparent = traceparentOf(span);
-      if (this.batch.push({ id, check: request, timeoutMs, traceparent }) === 1) setImmediate(() => this.flush());
+      if (this.batch.push({ id: String(id), check: request, timeoutMs, traceparent }) === 1) {
+        setImmediate(() => this.flush());
+      }
     });
   }
 

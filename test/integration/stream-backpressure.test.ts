@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { type ClientHttp2Stream, connect, constants } from "node:http2";
 import { after, before, describe, it } from "node:test";
+import { Client, credentials } from "@grpc/grpc-js";
 import { Action, CheckStreamRequest, CheckStreamResponse } from "../../services/contract/gen/greyfleet/v1/greylist";
 import { CHECK_STREAMS_OPEN, DECISIONS_TOTAL } from "../../services/shared/metric-names";
 import { rcpt } from "../support/engine";
@@ -35,7 +36,7 @@ function message(first: number): Buffer {
   const checks = Array.from({ length: CHECKS_PER_MESSAGE }, (_, k) => {
     const id = first + k;
     return {
-      id,
+      id: String(id),
       timeoutMs: 0,
       traceparent: "",
       check: rcpt({ clientAddress: `10.${(id >> 16) & 255}.${(id >> 8) & 255}.1`, recipient: `r${id}@example.com` }),
@@ -166,6 +167,33 @@ describe("CheckStream backpressure", () => {
     }
   });
 
+  it("echoes any 64-bit check id exactly, beyond the 2^53 a JavaScript number holds", async () => {
+    const client = new Client(serve.grpcAddress, credentials.createInsecure());
+    try {
+      const call = client.makeBidiStreamRequest(
+        "/greyfleet.v1.GreylistService/CheckStream",
+        (message: CheckStreamRequest) => Buffer.from(CheckStreamRequest.encode(message).finish()),
+        (bytes: Buffer) => CheckStreamResponse.decode(bytes),
+      );
+      const ids = ["18446744073709551615", "9007199254740993", "1"];
+      const answered: [string, number][] = [];
+      const all = new Promise<void>((resolve, reject) => {
+        call.on("data", (message: CheckStreamResponse) => {
+          for (const answer of message.answers) answered.push([answer.id, answer.errorCode]);
+          if (answered.length >= ids.length) resolve();
+        });
+        call.on("error", reject);
+      });
+      const check = (k: number) => rcpt({ clientAddress: `192.0.2.${k + 1}`, recipient: `id-${k}@example.com` });
+      call.write({ checks: ids.map((id, k) => ({ id, timeoutMs: 0, traceparent: "", check: check(k) })) });
+      await all;
+      call.end();
+      assert.deepEqual(answered.sort(), ids.map((id) => [id, 0]).sort());
+    } finally {
+      client.close();
+    }
+  });
+
   it("ends a stream whose message holds more checks than the contract allows, with the reason", async () => {
     const session = connect(`http://${serve.grpcAddress}`);
     try {
@@ -178,7 +206,12 @@ describe("CheckStream backpressure", () => {
         stream.once("trailers", resolve);
       });
       stream.resume();
-      const checks = Array.from({ length: 257 }, (_, id) => ({ id, timeoutMs: 0, traceparent: "", check: rcpt() }));
+      const checks = Array.from({ length: 257 }, (_, id) => ({
+        id: String(id),
+        timeoutMs: 0,
+        traceparent: "",
+        check: rcpt(),
+      }));
       stream.write(grpcFrame(CheckStreamRequest.encode({ checks }).finish()));
       const status = await trailers;
       assert.equal(status["grpc-status"], "3", "INVALID_ARGUMENT");
