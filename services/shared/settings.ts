@@ -74,8 +74,10 @@ function secretText(pattern: RegExp, what: string): (text: string) => Parsed<str
   return (value) => (pattern.test(value) ? value : { error: `the value (not shown: a secret) is not ${what}` });
 }
 
+/** A port number, 0..65535, without leading zeros. */
+const PORT = "(6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3}|0)";
 /** HOST:PORT with an IPv4 address, [IPv6] or a name; PORT may be 0 (any free port). */
-export const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+export const HOST_PORT = new RegExp(`^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):${PORT}$`);
 const hostPort = text(HOST_PORT, "HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)");
 /** What --decision names. */
 export type DecisionTargets =
@@ -84,7 +86,7 @@ export type DecisionTargets =
 
 /** Parses --decision: HOST:PORT[,HOST:PORT…] or dns:NAME:PORT. */
 export function parseDecisionTargets(value: string): DecisionTargets | { error: string } {
-  const dns = /^dns:([A-Za-z0-9.-]{1,253}):(\d{1,5})$/.exec(value);
+  const dns = new RegExp(`^dns:([A-Za-z0-9.-]{1,253}):${PORT}$`).exec(value);
   if (dns?.[1] && dns[2]) return { kind: "dns", host: dns[1], port: Number(dns[2]) };
   const addresses = value.split(",").map((part) => part.trim());
   const bad = addresses.find((address) => !HOST_PORT.test(address));

@@ -137,6 +137,27 @@ describe("loadConfig", () => {
       problems(loadConfig("policy", { argv: ["--decision", "10.0.0.1:50051,10.0.0.2"], env: {} })),
       /--decision: "10\.0\.0\.2" is not HOST:PORT \(or use dns:NAME:PORT\)/,
     );
+    // A port over 65535 is an invalid setting (exit 2), not a failure to bind at start-up.
+    assert.match(
+      problems(loadConfig("serve", { argv: ["--listen", "127.0.0.1:70000"], env: {} })),
+      /--listen: "127\.0\.0\.1:70000" is not HOST:PORT/,
+    );
+    assert.match(
+      problems(loadConfig("serve", { argv: ["--metrics-listen", "[::1]:65536"], env: {} })),
+      /--metrics-listen: "\[::1\]:65536"/,
+    );
+    assert.match(
+      problems(loadConfig("policy", { argv: ["--policy-listen", "127.0.0.1:99999"], env: {} })),
+      /--policy-listen: "127\.0\.0\.1:99999"/,
+    );
+    assert.match(
+      problems(loadConfig("milter", { argv: ["--decision", "dns:greyfleet.example:70000"], env: {} })),
+      /--decision/,
+    );
+    assert.equal(
+      ok(loadConfig("serve", { argv: ["--listen", "127.0.0.1:65535"], env: {} })).grpcListen,
+      "127.0.0.1:65535",
+    );
     const fleet = "10.0.0.1:50051,[fd00::2]:50051";
     assert.equal(ok(loadConfig("milter", { argv: ["--decision", fleet], env: {} })).decisionAddress, fleet);
   });
