@@ -6,7 +6,7 @@
  *   that is checked when it is compiled, and others are refused;
  * - it is matched by the usual (fast) backtracking engine, which V8 is told to leave for the
  *   linear-time engine once a match has backtracked too often (--regexp-backtracks-before-fallback,
- *   50,000 by default), so no match takes more than about a millisecond;
+ *   50,000 by default), so no match takes more than a few milliseconds;
  * - that engine has no `i` flag, so a pattern matches case-insensitively by being written in
  *   lower case (escapes kept: \D, \S, \W, \B mean what they say) and matched against
  *   lower-cased text, which every caller passes.
