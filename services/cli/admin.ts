@@ -60,6 +60,9 @@ function kind(text: string | undefined): ListKindName {
   return name;
 }
 
+/** Longest source of an entry the service takes, bytes. */
+const MAX_SOURCE_BYTES = 200;
+
 /** Latest expiry an entry may have: the year 2200, as the service checks (a restore takes no later time). */
 const LATEST_EXPIRY_MS = Date.UTC(2200, 0, 1);
 
@@ -81,6 +84,13 @@ function entry(kindName: ListKindName, value: string, expires: number, comment: 
 
 const kindText = (k: ListKind): string =>
   k === ListKind.LIST_KIND_UNSPECIFIED ? "-" : ListKind[k].replace("LIST_KIND_", "").toLowerCase();
+/** The source of imported entries: "import:" and the file, its end kept if that is over 200 bytes. */
+function importSource(file: string): string {
+  const chars = [...`import:${file}`];
+  while (Buffer.byteLength(chars.join("")) > MAX_SOURCE_BYTES) chars.splice(7, 2, "…");
+  return chars.join("");
+}
+
 /** An epoch-ms time as ISO 8601; one a Date cannot hold (stored by an older version) as the number. */
 const time = (ms: number): string => {
   if (ms === 0) return "-";
@@ -262,7 +272,7 @@ export async function runAdmin(argv: readonly string[], out: NodeJS.WritableStre
         const parsed = parseImport(format as ImportFormat, readFileSync(file, "utf8"));
         const expires = expiry(values.expires);
         const entries = parsed.entries.map((e) =>
-          entry(e.kind, e.value, expires, values.comment || e.comment, `import:${file}`),
+          entry(e.kind, e.value, expires, values.comment || e.comment, importSource(file)),
         );
         // In calls of IMPORT_BATCH entries: one message of 100,000 would be over gRPC's 1 MiB.
         const result = { added: 0, problems: [] as { index: number; value: string; problem: string }[] };

@@ -208,6 +208,19 @@ function checkEntry(
   return { value };
 }
 
+/** `text` cut to at most `maxBytes` of UTF-8, at a character boundary. */
+function clipUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  let clipped = "";
+  let bytes = 0;
+  for (const char of text) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > maxBytes) break;
+    clipped += char;
+  }
+  return clipped;
+}
+
 /** Latest time a stored or restored record may name, ms since the epoch (the year 2200). */
 const LATEST_MS = Date.UTC(2200, 0, 1);
 
@@ -227,7 +240,8 @@ async function* checkedRecords(records: AsyncIterable<StateRecord>): AsyncIterab
       yield record;
       continue;
     }
-    const { entry } = record;
+    // An earlier version took any source (an import's was its whole file path): cut, not refused.
+    const entry = { ...record.entry, source: clipUtf8(record.entry.source, MAX_COMMENT_BYTES) };
     const checked = checkEntry(entry);
     if ("problem" in checked) {
       throw refuse(

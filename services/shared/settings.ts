@@ -74,8 +74,8 @@ function secretText(pattern: RegExp, what: string): (text: string) => Parsed<str
   return (value) => (pattern.test(value) ? value : { error: `the value (not shown: a secret) is not ${what}` });
 }
 
-/** A port number, 0..65535, without leading zeros. */
-const PORT = "(6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3}|0)";
+/** A port number, 0..65535 (leading zeros allowed, as before: 08080 is 8080). */
+const PORT = "0*(6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3}|0)";
 /** HOST:PORT with an IPv4 address, [IPv6] or a name; PORT may be 0 (any free port). */
 export const HOST_PORT = new RegExp(`^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):${PORT}$`);
 const hostPort = text(HOST_PORT, "HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)");

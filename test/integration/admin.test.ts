@@ -156,14 +156,21 @@ describe("greyfleet admin", () => {
     const line = (kind: string, value: string, comment = "") =>
       JSON.stringify({ entry: { kind: `LIST_KIND_${kind}`, value, source: "restore", comment } });
     const good = join(dir, "good-entries.jsonl");
+    // An earlier version wrote an import's whole file path as the source: cut to 200 bytes, not refused.
+    const longSource = JSON.stringify({
+      entry: { kind: "LIST_KIND_CLIENT_BLACKLIST", value: "198.51.100.9", source: `import:/${"d".repeat(300)}/x.txt` },
+    });
     writeFileSync(
       good,
-      `${line("CLIENT_BLACKLIST", "203.0.113.77/24")}\n${line("SENDER_WHITELIST", "Boss@Example.COM")}\n`,
+      `${line("CLIENT_BLACKLIST", "203.0.113.77/24")}\n${line("SENDER_WHITELIST", "Boss@Example.COM")}\n${longSource}\n`,
     );
-    assert.equal((await admin(a, "restore", good)).code, 0);
+    const restored = await admin(a, "restore", good);
+    assert.equal(restored.code, 0, restored.stderr);
     const listed = (await admin(a, "list")).stdout;
     assert.match(listed, /client_blacklist\s+203\.0\.113\.0\/24/);
     assert.match(listed, /sender_whitelist\s+boss@example\.com/);
+    assert.match(listed, /198\.51\.100\.9\/32\s+-\s+import:\/d{192}\s/);
+    assert.equal((await admin(a, "remove", "client_blacklist", "198.51.100.9")).code, 0);
     // As stored, so removable by what `list` shows.
     assert.equal((await admin(a, "remove", "client_blacklist", "203.0.113.0/24")).code, 0);
     assert.equal((await admin(a, "remove", "sender_whitelist", "boss@example.com")).code, 0);
@@ -199,7 +206,7 @@ describe("greyfleet admin", () => {
     for (const [bad, problem] of [
       [escapedSource, /record 1: source has a control character/],
       [line("CLIENT_WHITELIST", "10.0.0.0/33"), /record 1: client_whitelist "10\.0\.0\.0\/33"/],
-      [line("CLIENT_NAME_WHITELIST", "/(mx)\\1/"), /record 1: .*bounded time/],
+      [line("CLIENT_NAME_WHITELIST", "/(mx)\\1/"), /record 1: .*linear time/],
       [line("SENDER_WHITELIST", "x@example.org", "\u001b[2J"), /record 1: comment .* control character/],
     ] as const) {
       const file = join(dir, "bad-entry.jsonl");

@@ -4,6 +4,7 @@
  * domains by exact text (so a lookup walks the dot-separated suffixes), regexes in entry order.
  */
 import type { IpAddress } from "./ip";
+import type { ListRegex } from "./list-regex";
 import type { ListEntryValue, ParsedEntryValue } from "./lists-values";
 
 type Bucket<K> = Map<K, ListEntryValue[]>;
@@ -25,7 +26,7 @@ function firstInForce(entries: readonly ListEntryValue[] | undefined, nowMs: num
 }
 
 interface RegexEntry {
-  readonly regex: RegExp;
+  readonly regex: ListRegex;
   readonly entry: ListEntryValue;
 }
 

@@ -4,7 +4,7 @@
  * indexed, so what is stored is exactly what is matched.
  */
 import { formatIp, type IpAddress, maskIp, parseIp } from "./ip";
-import { compileListRegex } from "./list-regex";
+import { compileListRegex, type ListRegex } from "./list-regex";
 
 /** The list kinds, as named in proto/greyfleet/v1/admin.proto (ListKind without the prefix). */
 export type ListKindName =
@@ -48,7 +48,7 @@ export type ParsedEntryValue =
   | { readonly form: "address"; readonly canonical: string }
   /** "postmaster@": that local part at any domain. */
   | { readonly form: "local"; readonly canonical: string }
-  | { readonly form: "regex"; readonly canonical: string; readonly regex: RegExp };
+  | { readonly form: "regex"; readonly canonical: string; readonly regex: ListRegex };
 
 /** Longest value accepted, in characters (before trimming). */
 export const MAX_VALUE_LENGTH = 255;
