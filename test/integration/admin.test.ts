@@ -4,7 +4,7 @@
  * dump from the embedded store restores into Redis with every decision reproduced.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -147,6 +147,24 @@ describe("greyfleet admin", () => {
       assert.equal(listed.code, 0, listed.stderr);
       assert.ok(listed.stdout.length > 4 * 1024 * 1024, `${listed.stdout.length} bytes`);
       assert.equal(listed.stdout.match(/"value":/g)?.length, 99_999);
+    } finally {
+      await service.stop();
+    }
+  });
+
+  it("imports from a path longer than an entry's source may be, keeping the path's end", async () => {
+    const service = await serve("memory:", "--default-whitelist", "off");
+    try {
+      const deep = join(dir, "d".repeat(120), "e".repeat(120));
+      mkdirSync(deep, { recursive: true });
+      const file = join(deep, "relays.txt");
+      writeFileSync(file, "192.0.2.0/24\n");
+      const imported = await admin(service, "import", "ip-prefixes", file);
+      assert.equal(imported.code, 0, imported.stderr);
+      const listed = (await admin(service, "list", "client_whitelist")).stdout;
+      const source = /192\.0\.2\.0\/24\s+-\s+(\S+)/.exec(listed)?.[1] ?? "";
+      assert.match(source, /^import:…d+\/e{120}\/relays\.txt$/);
+      assert.equal(Buffer.byteLength(source), 200);
     } finally {
       await service.stop();
     }
