@@ -13,7 +13,13 @@ import {
   ProtocolState,
   reasonToJSON,
 } from "../contract/gen/greyfleet/v1/greylist";
-import { LIST_KIND_NAMES, type ListKindName } from "../decision/domain/lists";
+import {
+  LATEST_TIME_MS,
+  LIST_KIND_NAMES,
+  type ListKindName,
+  MAX_NOTE_BYTES,
+  truncateUtf8,
+} from "../decision/domain/lists";
 import { kindOf } from "../decision/rpc/admin-convert";
 import { parseDurationMs } from "../shared/durations";
 import { channelCredentials, channelOptions } from "../shared/tls";
@@ -60,12 +66,6 @@ function kind(text: string | undefined): ListKindName {
   return name;
 }
 
-/** Longest source of an entry the service takes, bytes. */
-const MAX_SOURCE_BYTES = 200;
-
-/** Latest expiry an entry may have: the year 2200, as the service checks (a restore takes no later time). */
-const LATEST_EXPIRY_MS = Date.UTC(2200, 0, 1);
-
 function expiry(text: string | undefined, nowMs = Date.now()): number {
   if (text === undefined) return 0;
   const duration = parseDurationMs(text, "s");
@@ -74,7 +74,7 @@ function expiry(text: string | undefined, nowMs = Date.now()): number {
     throw new UsageError(`--expires "${text}" is neither a duration (30d) nor a date (2026-12-31)`);
   // A past date would be stored as given, and 0 means "never expires".
   if (date <= nowMs) throw new UsageError(`--expires "${text}" is in the past`);
-  if (date > LATEST_EXPIRY_MS) throw new UsageError(`--expires "${text}" is later than the year 2200`);
+  if (date > LATEST_TIME_MS) throw new UsageError(`--expires "${text}" is later than the year 2200`);
   return date;
 }
 
@@ -84,11 +84,14 @@ function entry(kindName: ListKindName, value: string, expires: number, comment: 
 
 const kindText = (k: ListKind): string =>
   k === ListKind.LIST_KIND_UNSPECIFIED ? "-" : ListKind[k].replace("LIST_KIND_", "").toLowerCase();
-/** The source of imported entries: "import:" and the file, its end kept if that is over 200 bytes. */
+/** The source of imported entries: "import:" and the file, only its end if the whole is too long. */
 function importSource(file: string): string {
-  const chars = [...`import:${file}`];
-  while (Buffer.byteLength(chars.join("")) > MAX_SOURCE_BYTES) chars.splice(7, 2, "…");
-  return chars.join("");
+  const source = `import:${file}`;
+  if (Buffer.byteLength(source) <= MAX_NOTE_BYTES) return source;
+  // The end of the path: its characters reversed, truncated, and turned back.
+  const reversed = [...file].reverse().join("");
+  const room = MAX_NOTE_BYTES - Buffer.byteLength("import:…");
+  return `import:…${[...truncateUtf8(reversed, room)].reverse().join("")}`;
 }
 
 /** An epoch-ms time as ISO 8601; one a Date cannot hold (stored by an older version) as the number. */

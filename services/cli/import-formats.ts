@@ -3,7 +3,7 @@
  * text in, entries and per-line problems out. Never throws. Every value goes through
  * normaliseEntryValue, so what is imported is what the admin API would have accepted.
  */
-import { type ListKindName, normaliseEntryValue } from "../decision/domain/lists";
+import { type ListKindName, MAX_NOTE_BYTES, normaliseEntryValue, truncateUtf8 } from "../decision/domain/lists";
 
 /** One entry read from a file; `line` is 1-based. */
 export interface ImportedEntry {
@@ -49,8 +49,6 @@ export const MAX_IMPORT_ENTRIES = 100_000;
 export const MAX_IMPORT_PROBLEMS = 1_000;
 /** Longer lines are refused unread. */
 export const MAX_LINE_LENGTH = 1_000;
-/** Comments are cut to this many UTF-8 bytes, the admin API's limit. */
-const MAX_COMMENT_BYTES = 200;
 const PROBLEM_TEXT_LENGTH = 100;
 
 type Candidate = { kind: ListKindName; value: string };
@@ -151,7 +149,7 @@ function readLine(raw: string, line: number, read: LineReader, state: ReadState)
   const hash = raw.indexOf("#");
   const content = (hash === -1 ? raw : raw.slice(0, hash)).trim();
   if (content === "") return undefined;
-  const comment = hash === -1 ? "" : truncateUtf8(raw.slice(hash + 1).trim(), MAX_COMMENT_BYTES);
+  const comment = hash === -1 ? "" : truncateUtf8(raw.slice(hash + 1).trim(), MAX_NOTE_BYTES);
   const candidates = read(content, comment);
   if ("error" in candidates) return candidates.error;
   const found: ImportedEntry[] = [];
@@ -170,17 +168,4 @@ function readLine(raw: string, line: number, read: LineReader, state: ReadState)
     state.entries.push(entry);
   }
   return undefined;
-}
-
-/** `text` cut to at most `maxBytes` UTF-8 bytes, on a character boundary. */
-function truncateUtf8(text: string, maxBytes: number): string {
-  let bytes = 0;
-  let end = 0;
-  for (const char of text) {
-    const code = char.codePointAt(0) ?? 0;
-    bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
-    if (bytes > maxBytes) break;
-    end += char.length;
-  }
-  return text.slice(0, end);
 }

@@ -7,7 +7,14 @@ import { type CheckRequest, type CheckResponse, Reason } from "../contract/gen/g
 import { CONTROL_CHARACTER } from "../shared/check-fields";
 import { GreyfleetError } from "../shared/errors";
 import { parseIp } from "./domain/ip";
-import { type ListEntryValue, type ListKindName, normaliseEntryValue } from "./domain/lists";
+import {
+  LATEST_TIME_MS,
+  type ListEntryValue,
+  type ListKindName,
+  MAX_NOTE_BYTES,
+  normaliseEntryValue,
+  truncateUtf8,
+} from "./domain/lists";
 import { clientNetwork, type NetworkGrouping } from "./domain/normalise";
 import { type GreylistPolicy, verdict } from "./domain/verdict";
 import type { Engine } from "./engine";
@@ -15,9 +22,6 @@ import type { ListsCache } from "./lists-cache";
 import { applyRules } from "./rules";
 import type { EntryKey, ImportResult, StateRecord, Store, StoreOutcome, StoreStats, TripletQuery } from "./store/store";
 import { isInvalid, type ValidCheck, validateCheck } from "./validate";
-
-/** Longest accepted list entry comment, bytes. */
-const MAX_COMMENT_BYTES = 200;
 
 /** An entry that was not applied, and why. */
 export interface EntryProblem {
@@ -196,33 +200,17 @@ function checkEntry(
     ["comment", entry.comment],
     ["source", entry.source],
   ] as const) {
-    if (Buffer.byteLength(text) > MAX_COMMENT_BYTES) {
-      return { field: "other", problem: `${name} is longer than ${MAX_COMMENT_BYTES} bytes` };
+    if (Buffer.byteLength(text) > MAX_NOTE_BYTES) {
+      return { field: "other", problem: `${name} is longer than ${MAX_NOTE_BYTES} bytes` };
     }
     if (CONTROL_CHARACTER.test(text)) return { field: "other", problem: `${name} has a control character` };
   }
-  // An entry is exported as it is stored, and a restore takes times up to LATEST_MS only.
-  if (!Number.isSafeInteger(entry.expiresAtMs) || entry.expiresAtMs < 0 || entry.expiresAtMs > LATEST_MS) {
+  // An entry is exported as it is stored, and a restore takes times up to LATEST_TIME_MS only.
+  if (!Number.isSafeInteger(entry.expiresAtMs) || entry.expiresAtMs < 0 || entry.expiresAtMs > LATEST_TIME_MS) {
     return { field: "other", problem: "expires later than the year 2200 (or is not a time)" };
   }
   return { value };
 }
-
-/** `text` cut to at most `maxBytes` of UTF-8, at a character boundary. */
-function clipUtf8(text: string, maxBytes: number): string {
-  if (Buffer.byteLength(text) <= maxBytes) return text;
-  let clipped = "";
-  let bytes = 0;
-  for (const char of text) {
-    bytes += Buffer.byteLength(char);
-    if (bytes > maxBytes) break;
-    clipped += char;
-  }
-  return clipped;
-}
-
-/** Latest time a stored or restored record may name, ms since the epoch (the year 2200). */
-const LATEST_MS = Date.UTC(2200, 0, 1);
 
 /** `records` with each checked: list entries as AddEntries checks them, times in range. */
 async function* checkedRecords(records: AsyncIterable<StateRecord>): AsyncIterable<StateRecord> {
@@ -233,7 +221,7 @@ async function* checkedRecords(records: AsyncIterable<StateRecord>): AsyncIterab
     const timed: object = record.type === "entry" ? record.entry : record;
     for (const [name, value] of Object.entries(timed)) {
       if (!name.endsWith("Ms")) continue;
-      if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || value > LATEST_MS)
+      if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || value > LATEST_TIME_MS)
         throw refuse(`${name} ${String(value)} is not a time between 1970 and 2200`);
     }
     if (record.type !== "entry") {
@@ -241,7 +229,7 @@ async function* checkedRecords(records: AsyncIterable<StateRecord>): AsyncIterab
       continue;
     }
     // An earlier version took any source (an import's was its whole file path): cut, not refused.
-    const entry = { ...record.entry, source: clipUtf8(record.entry.source, MAX_COMMENT_BYTES) };
+    const entry = { ...record.entry, source: truncateUtf8(record.entry.source, MAX_NOTE_BYTES) };
     const checked = checkEntry(entry);
     if ("problem" in checked) {
       throw refuse(

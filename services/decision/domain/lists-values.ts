@@ -54,6 +54,10 @@ export type ParsedEntryValue =
 export const MAX_VALUE_LENGTH = 255;
 /** Longest /regex/ accepted, slashes included. */
 export const MAX_REGEX_LENGTH = 200;
+/** Longest comment and source of an entry, UTF-8 bytes (both are printed by `admin list`). */
+export const MAX_NOTE_BYTES = 200;
+/** Latest time an entry may expire, or any stored record name: the year 2200, epoch ms. */
+export const LATEST_TIME_MS = Date.UTC(2200, 0, 1);
 const MAX_DOMAIN_LENGTH = 253;
 
 type Result = ParsedEntryValue | { error: string };
@@ -238,4 +242,17 @@ function parseGreytrap(text: string): Result {
     };
   }
   return parseAddress(parts.local, parts.domain);
+}
+
+/** `text` cut to at most `maxBytes` of UTF-8, at a character boundary. */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  let bytes = 0;
+  let end = 0;
+  for (const char of text) {
+    const code = char.codePointAt(0) ?? 0;
+    bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : code < 0x10000 ? 3 : 4;
+    if (bytes > maxBytes) break;
+    end += char.length;
+  }
+  return text.slice(0, end);
 }

@@ -15,7 +15,15 @@ import { Expiries, MailIndex, NameIndex, NetworkIndex } from "./lists-index";
 import { LIST_KIND_NAMES, type ListEntryValue, type ListKindName, parseEntryValue } from "./lists-values";
 import { normaliseRecipient, normaliseSender } from "./normalise";
 
-export { LIST_KIND_NAMES, type ListEntryValue, type ListKindName, normaliseEntryValue } from "./lists-values";
+export {
+  LATEST_TIME_MS,
+  LIST_KIND_NAMES,
+  type ListEntryValue,
+  type ListKindName,
+  MAX_NOTE_BYTES,
+  normaliseEntryValue,
+  truncateUtf8,
+} from "./lists-values";
 
 /** Longer names and addresses never match (they are not valid, and this bounds regex work). */
 const MAX_MATCH_LENGTH = 512;
